@@ -1,0 +1,118 @@
+"""Our buildpacks, one module each, and the small contract they share with the lifecycle.
+
+A buildpack ``detect``s whether it applies to a project and ``build``s layers; the lifecycle
+runs them in ``ORDER``. Data moves forward only: what the runtime buildpack learns about the
+run image is handed to the later ones through ``BuildContext.runtime``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from buildpacks.config import BuildConfig
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.model import Descriptor, Image, Layer
+
+LAYERS_ROOT = "/layers"
+WORKSPACE = "/workspace"
+
+
+def layer_path(buildpack_id: str, name: str) -> str:
+    """Where a buildpack's layer lives in the image, as in the CNB spec (``/`` escaped)."""
+    return f"{LAYERS_ROOT}/{buildpack_id.replace('/', '_')}/{name}"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The Python interpreter of the run image, as found in its layers."""
+
+    interpreter: str  # absolute path in the image, e.g. /usr/local/bin/python3.12
+    version: str  # X.Y.Z when known, else X.Y
+    minor: str  # X.Y
+    wheel_platform: str  # uv's --python-platform, e.g. x86_64-manylinux_2_36
+
+
+@dataclass(frozen=True)
+class Process:
+    """A CNB process type: what ``podman run`` starts for it."""
+
+    type: str
+    command: tuple[str, ...]
+    default: bool = False
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """One layer a buildpack contributed, and whether it came from the cache."""
+
+    buildpack: str
+    name: str
+    path: str
+    layer: Layer
+    cached: bool
+
+
+@dataclass
+class BuildContext:
+    """What buildpacks read during ``build``; each run gets a fresh one."""
+
+    config: BuildConfig
+    wheel: Path
+    run_image: Image
+    store: BlobStore
+    work_dir: Path
+    log: Callable[[str], None]
+    runtime: Runtime | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    path_entries: list[str] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
+    layers: list[LayerResult] = field(default_factory=list)
+
+    def need_runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError("the runtime buildpack must run before this one")
+        return self.runtime
+
+
+class Buildpack(Protocol):
+    id: str
+    version: str
+
+    def detect(self, config: BuildConfig) -> bool: ...
+
+    def build(self, ctx: BuildContext) -> None: ...
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A stable hash of a layer's inputs."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def cached_layer(ctx: BuildContext, key: str) -> Layer | None:
+    """The layer cached under ``key`` if its record and its blob are both intact."""
+    record = ctx.config.cache_dir / "layers" / f"{key}.json"
+    try:
+        data = json.loads(record.read_text())
+        descriptor = Descriptor.from_json(data["descriptor"])
+        path = ctx.store.path(descriptor.digest)
+        if path.stat().st_size != descriptor.size:
+            return None
+        return Layer(descriptor, data["diff_id"], path)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def remember_layer(ctx: BuildContext, key: str, layer: Layer) -> None:
+    """Record a built layer under ``key``; written atomically so a crash leaves no half record."""
+    directory = ctx.config.cache_dir / "layers"
+    directory.mkdir(parents=True, exist_ok=True)
+    temp = directory / f".{key}.tmp"
+    temp.write_text(
+        json.dumps({"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id})
+    )
+    temp.replace(directory / f"{key}.json")

@@ -1,0 +1,95 @@
+"""The application buildpack: the project's own wheel, installed into a site directory of
+its own layer, so a source edit changes this layer and no other. Its console scripts get
+shebangs that name the venv's interpreter in the image; no bytecode is compiled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+
+from buildpacks.buildpacks import (
+    WORKSPACE,
+    BuildContext,
+    LayerResult,
+    Runtime,
+    cache_key,
+    cached_layer,
+    layer_path,
+    remember_layer,
+)
+from buildpacks.config import BuildConfig
+from buildpacks.errors import BuildError
+from buildpacks.oci.blobs import file_digest
+from buildpacks.oci.layer import TreeMapping, write_layer
+
+ID = "python-buildpacks/application"
+VERSION = "0.1.0"
+APP = layer_path(ID, "app")
+BIN = f"{APP}/bin"
+
+
+def site_dir(runtime: Runtime) -> str:
+    """The application's site directory in the image (named like a venv's, for tools)."""
+    return f"{APP}/lib/python{runtime.minor}/site-packages"
+
+
+def install_wheel(wheel: Path, stage: Path, runtime: Runtime, interpreter: str) -> None:
+    """Install ``wheel`` into ``stage``, laid out as it will be at ``APP`` in the image."""
+    site = site_dir(runtime).removeprefix(APP + "/")
+    scheme = {
+        "purelib": str(stage / site),
+        "platlib": str(stage / site),
+        "scripts": str(stage / "bin"),
+        "headers": str(stage / "include"),
+        "data": str(stage),
+    }
+    destination = SchemeDictionaryDestination(
+        scheme, interpreter=interpreter, script_kind="posix", bytecode_optimization_levels=()
+    )
+    try:
+        with WheelFile.open(wheel) as source:
+            install(source, destination, {"INSTALLER": b"python-buildpacks\n"})
+    except Exception as e:  # installer raises plain exceptions for broken wheels
+        raise BuildError(f"{wheel.name}: cannot be installed ({e})") from None
+
+
+class ApplicationBuildpack:
+    id = ID
+    version = VERSION
+
+    def detect(self, config: BuildConfig) -> bool:
+        return True
+
+    def build(self, ctx: BuildContext) -> None:
+        runtime = ctx.need_runtime()
+        venv_python = ctx.env.get("VIRTUAL_ENV", "") + "/bin/python"
+        key = cache_key(
+            {
+                "buildpack": f"{ID}@{VERSION}",
+                "wheel": file_digest(ctx.wheel),
+                "python": runtime.minor,
+                "interpreter": venv_python,
+            }
+        )
+        layer = cached_layer(ctx, key)
+        cached = layer is not None
+        if layer is None:
+            stage = ctx.work_dir / "app"
+            install_wheel(ctx.wheel, stage, runtime, venv_python)
+            workspace = ctx.work_dir / "workspace"
+            workspace.mkdir()
+            layer = write_layer(
+                ctx.store, [TreeMapping(stage, APP), TreeMapping(workspace, WORKSPACE)]
+            )
+            remember_layer(ctx, key, layer)
+        ctx.log(
+            f"Application {ctx.wheel.name}: layer {layer.digest[:19]}{' (cached)' if cached else ''}"
+        )
+        ctx.layers.append(LayerResult(ID, "app", APP, layer, cached))
+        ctx.path_entries.append(BIN)
+
+
+BUILDPACK = ApplicationBuildpack()

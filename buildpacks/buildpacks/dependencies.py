@@ -1,0 +1,182 @@
+"""The dependencies buildpack: a real virtual environment in its own layer, whose interpreter
+is the run image's Python. Packages are installed by uv for the image's platform and Python
+version (binary wheels only), without running the image; console-script shebangs and
+``pyvenv.cfg`` point inside the image, and no bytecode is compiled on the host."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from uv import find_uv_bin
+
+from buildpacks.buildpacks import (
+    BuildContext,
+    LayerResult,
+    Runtime,
+    application,
+    cache_key,
+    cached_layer,
+    layer_path,
+    remember_layer,
+)
+from buildpacks.config import BuildConfig
+from buildpacks.errors import BuildError
+from buildpacks.oci.layer import TreeMapping, write_layer
+
+ID = "python-buildpacks/dependencies"
+VERSION = "0.1.0"
+VENV = layer_path(ID, "venv")
+# Environment variables that change what uv resolves; part of the cache key.
+_INDEX_ENV = (
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_INDEX",
+    "UV_FIND_LINKS",
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+)
+
+
+def uv_version() -> str:
+    return importlib.metadata.version("uv")
+
+
+def _no_wheel_message(output: str, runtime: Runtime) -> str | None:
+    patterns = (
+        r"Because (?:only )?([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? has no (?:usable )?wheels",
+        r"([A-Za-z0-9_.\-]+)(?:==[^\s]+)? has no usable wheels",
+        r"Because ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? has no wheels",
+    )
+    for pattern in patterns:
+        match = re.search(pattern, output)
+        if match:
+            return (
+                f"dependency {match[1]!r} has no wheel for {runtime.wheel_platform} "
+                f"(CPython {runtime.version}); pin a version that ships one, or pick another base"
+            )
+    return None
+
+
+def install(requirements: list[str], target: Path, runtime: Runtime) -> None:
+    """Install ``requirements`` for the image's platform into a flat ``target`` directory."""
+    if not requirements:
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    command = [
+        find_uv_bin(),
+        "pip",
+        "install",
+        "--quiet",
+        "--no-build",
+        "--no-config",
+        "--python",
+        sys.executable,
+        "--target",
+        str(target),
+        "--python-version",
+        runtime.version,
+        "--python-platform",
+        runtime.wheel_platform,
+        "--link-mode",
+        "copy",
+        *requirements,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        output = result.stderr + result.stdout
+        message = _no_wheel_message(output, runtime)
+        if message:
+            raise BuildError(message)
+        lines = [line.strip(" ×╰─▶│") for line in output.splitlines() if line.strip(" ×╰─▶│")]
+        raise BuildError("installing dependencies failed: " + " ".join(lines)[:600])
+
+
+def relocate_scripts(bin_dir: Path, interpreter: str) -> None:
+    """Point console-script shebangs at the venv's interpreter inside the image."""
+    for script in sorted(bin_dir.iterdir()):
+        if not script.is_file() or script.is_symlink():
+            continue
+        data = script.read_bytes()
+        if data.startswith(b"#!/bin/sh\n'''exec' "):
+            # uv's trampoline for long interpreter paths: `'''exec' "PY" "$0" "$@"` then `' '''`.
+            _, _, rest = data.split(b"\n", 1)[1].partition(b"\n")
+            body = rest.split(b"\n", 1)[1] if rest.startswith(b"' '''") else rest
+        elif data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
+            body = data.split(b"\n", 1)[1] if b"\n" in data else b""
+        else:
+            continue
+        script.unlink()  # never write through a link into uv's cache
+        script.write_bytes(b"#!" + interpreter.encode() + b"\n" + body)
+        script.chmod(0o755)
+
+
+def make_venv(stage: Path, installed: Path, runtime: Runtime) -> None:
+    """Arrange ``installed`` (uv's flat target) as a venv at ``stage``, for path ``VENV``."""
+    site = stage / "lib" / f"python{runtime.minor}" / "site-packages"
+    site.parent.mkdir(parents=True)
+    bin_src = installed / "bin"
+    bin_dir = stage / "bin"
+    if bin_src.is_dir():
+        shutil.move(str(bin_src), bin_dir)
+        relocate_scripts(bin_dir, f"{VENV}/bin/python")
+    else:
+        bin_dir.mkdir()
+    shutil.move(str(installed), site)
+    for name in ("python", "python3", f"python{runtime.minor}"):
+        link = bin_dir / name
+        if not link.exists():
+            link.symlink_to(runtime.interpreter if name == "python" else "python")
+    home = os.path.dirname(runtime.interpreter)
+    (stage / "pyvenv.cfg").write_text(
+        f"home = {home}\ninclude-system-site-packages = false\nversion = {runtime.version}\n"
+        f"executable = {runtime.interpreter}\n"
+    )
+    # The application layer is a site directory of its own; this line makes it importable.
+    (site / "_buildpacks_application.pth").write_text(application.site_dir(runtime) + "\n")
+
+
+class DependenciesBuildpack:
+    id = ID
+    version = VERSION
+
+    def detect(self, config: BuildConfig) -> bool:
+        return True
+
+    def build(self, ctx: BuildContext) -> None:
+        runtime = ctx.need_runtime()
+        requirements = sorted(ctx.config.project.requires_dist)
+        key = cache_key(
+            {
+                "buildpack": f"{ID}@{VERSION}",
+                "requirements": requirements,
+                "python": runtime.version,
+                "interpreter": runtime.interpreter,
+                "platform": runtime.wheel_platform,
+                "uv": uv_version() if requirements else "",
+                "index": {name: os.environ.get(name, "") for name in _INDEX_ENV},
+            }
+        )
+        layer = cached_layer(ctx, key)
+        cached = layer is not None
+        if layer is None:
+            ctx.log(f"Installing {len(requirements)} requirement(s) for {runtime.wheel_platform}")
+            installed = ctx.work_dir / "uv-target"
+            install(requirements, installed, runtime)
+            stage = ctx.work_dir / "venv"
+            make_venv(stage, installed, runtime)
+            layer = write_layer(ctx.store, [TreeMapping(stage, VENV)])
+            remember_layer(ctx, key, layer)
+        else:
+            ctx.log("Reusing cached dependencies layer")
+        ctx.layers.append(LayerResult(ID, "venv", VENV, layer, cached))
+        ctx.env["VIRTUAL_ENV"] = VENV
+        ctx.path_entries.append(f"{VENV}/bin")
+
+
+BUILDPACK = DependenciesBuildpack()

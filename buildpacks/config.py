@@ -1,0 +1,216 @@
+"""One validated ``BuildConfig`` from ``[tool.buildpacks]``, ``BP_*`` environment variables
+and explicit overrides (flags), in that order of precedence; and the inference of what a
+Dockerfile author would write by hand: Python version, base image, image reference."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from buildpacks.errors import BuildError
+from buildpacks.oci.model import Platform
+from buildpacks.oci.reference import Reference, normalize_repository, normalize_tag
+from buildpacks.project import Project
+
+# CPython minor versions that have python:X.Y-slim base images and wheels on PyPI, newest first.
+CANDIDATE_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10", "3.9", "3.8")
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    env: str
+    kind: type
+    default: str | None
+    help: str
+
+
+OPTIONS = (
+    Option("image", "BP_IMAGE", str, None, "image reference; default <project name>:<version>"),
+    Option(
+        "base-image",
+        "BP_BASE_IMAGE",
+        str,
+        None,
+        "run image: a registry reference, oci-layout:PATH[:TAG], oci-archive:PATH or "
+        "docker-archive:PATH; default python:<X.Y>-slim",
+    ),
+    Option(
+        "python-version",
+        "BP_PYTHON_VERSION",
+        str,
+        None,
+        "Python X.Y; default from .python-version, else the highest allowed by requires-python",
+    ),
+    Option(
+        "default-process",
+        "BP_DEFAULT_PROCESS",
+        str,
+        None,
+        "process type the image starts; default the only script, or `web`",
+    ),
+    Option("platform", "BP_PLATFORM", str, "linux/amd64", "target os/arch of the image"),
+    Option(
+        "cache-dir",
+        "BP_CACHE_DIR",
+        str,
+        None,
+        "where base blobs and cached layers are kept; default the user cache directory",
+    ),
+)
+OPTION_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything a build needs to know, validated, with where each value came from."""
+
+    project: Project
+    image: str
+    base_image: str
+    python_version: str
+    platform: Platform
+    default_process: str | None
+    cache_dir: Path
+    output_dir: Path
+    origins: dict[str, str] = field(default_factory=dict)
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, list(OPTION_BY_KEY), n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return "known keys: " + ", ".join(sorted(OPTION_BY_KEY))
+
+
+def gather(
+    tool_config: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Raw values and their origins: ``[tool.buildpacks]`` < ``BP_*`` < overrides."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for key, value in tool_config.items():
+        if key not in OPTION_BY_KEY:
+            raise BuildError(
+                f"pyproject.toml: unknown key [tool.buildpacks] {key!r}; {_suggest(key)}"
+            )
+        option = OPTION_BY_KEY[key]
+        if not isinstance(value, option.kind):
+            raise BuildError(
+                f"pyproject.toml: [tool.buildpacks] {key} must be a {option.kind.__name__}, "
+                f"not {type(value).__name__} ({value!r})"
+            )
+        values[key], origins[key] = value, "pyproject.toml [tool.buildpacks]"
+    for option in OPTIONS:
+        if env.get(option.env, "").strip():
+            values[option.key], origins[option.key] = env[option.env].strip(), option.env
+    for key, value in overrides.items():
+        if key not in OPTION_BY_KEY:
+            raise BuildError(f"unknown setting {key!r}; {_suggest(key)}")
+        if value is not None:
+            values[key], origins[key] = value, "command line"
+    return values, origins
+
+
+_MINOR = re.compile(r"^(?:cpython-|python)?(\d+)\.(\d+)(?:\.\d+.*)?$")
+
+
+def _minor_of(text: str, origin: str) -> str:
+    match = _MINOR.match(text.strip())
+    if not match:
+        raise BuildError(f"{origin}: {text!r} is not a Python version; write it as X.Y, e.g. 3.12")
+    return f"{match[1]}.{match[2]}"
+
+
+def minor_allowed(spec: SpecifierSet, minor: str) -> bool:
+    """Whether some release X.Y.z of ``minor`` satisfies ``spec``."""
+    return any(spec.contains(f"{minor}.{patch}") for patch in range(0, 40))
+
+
+def resolve_python_version(
+    explicit: str | None,
+    explicit_origin: str,
+    version_file: str | None,
+    requires_python: str | None,
+) -> tuple[str, str]:
+    """The image's Python ``X.Y`` and where it came from.
+
+    Precedence: the ``python-version`` setting, then ``.python-version``, then the highest
+    candidate allowed by ``requires-python``. A version outside ``requires-python`` is refused.
+    """
+    try:
+        spec = SpecifierSet(requires_python or "")
+    except InvalidSpecifier:
+        raise BuildError(
+            f"requires-python {requires_python!r} is not a valid version specifier"
+        ) from None
+    for value, origin in ((explicit, explicit_origin), (version_file, ".python-version")):
+        if value:
+            minor = _minor_of(value, origin)
+            if requires_python and not minor_allowed(spec, minor):
+                raise BuildError(
+                    f"Python {minor} (from {origin}) is outside requires-python {requires_python!r}"
+                )
+            return minor, origin
+    for minor in CANDIDATE_PYTHONS:
+        if minor_allowed(spec, minor):
+            return minor, f"requires-python {requires_python!r}" if requires_python else "default"
+    raise BuildError(
+        f"requires-python {requires_python!r} allows none of the Python versions with base images "
+        f"({CANDIDATE_PYTHONS[-1]} to {CANDIDATE_PYTHONS[0]}); widen it or set python-version"
+    )
+
+
+def default_image(project: Project) -> str:
+    return f"{normalize_repository(project.name)}:{normalize_tag(project.version)}"
+
+
+def resolve(
+    project: Project,
+    output_dir: Path,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> BuildConfig:
+    """Validate and complete the configuration of a build of ``project``."""
+    env = os.environ if env is None else env
+    values, origins = gather(project.tool_config, env, overrides or {})
+
+    python, origins["python-version"] = resolve_python_version(
+        values.get("python-version"),
+        origins.get("python-version", ""),
+        project.python_version_file,
+        project.requires_python,
+    )
+    if "base-image" not in values:
+        values["base-image"], origins["base-image"] = f"python:{python}-slim", f"Python {python}"
+    if "image" in values:
+        try:
+            Reference.parse(values["image"])
+        except ValueError as e:
+            raise BuildError(f"image ({origins['image']}): {e}") from None
+    else:
+        values["image"], origins["image"] = default_image(project), "project name and version"
+    try:
+        platform = Platform.parse(values.get("platform", "linux/amd64"))
+    except ValueError as e:
+        raise BuildError(f"platform ({origins.get('platform')}): {e}") from None
+    cache_dir = Path(values.get("cache-dir") or platformdirs.user_cache_dir("python-buildpacks"))
+    return BuildConfig(
+        project=project,
+        image=values["image"],
+        base_image=values["base-image"],
+        python_version=python,
+        platform=platform,
+        default_process=values.get("default-process"),
+        cache_dir=cache_dir.expanduser(),
+        output_dir=output_dir,
+        origins=origins,
+    )

@@ -1,0 +1,46 @@
+"""The CNB lifecycle, in-process, one module per phase.
+
+``build_image`` runs them in order: detect → analyze → build → export. Each phase takes the
+plain results of the phases before it and never reaches back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildpacks.config import BuildConfig
+from buildpacks.lifecycle import analyze, build, detect, export
+from buildpacks.oci.blobs import BlobStore
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a finished build produced."""
+
+    reference: str
+    digest: str
+    archive: Path
+    layers: tuple[str, ...]  # digests of the layers our buildpacks added, bottom to top
+
+
+def build_image(
+    config: BuildConfig, wheel: Path, log: Callable[[str], None] = print
+) -> BuildResult:
+    """Build the image of ``config.project`` from its ``wheel`` and write it to ``dist/``."""
+    store = BlobStore(config.cache_dir / "blobs")
+    log("===> DETECTING")
+    plan = detect.detect(config, log)
+    log("===> ANALYZING")
+    run_image = analyze.analyze(config, store, log)
+    log("===> BUILDING")
+    with tempfile.TemporaryDirectory(prefix="buildpacks-") as work:
+        built = build.build(config, plan, wheel, run_image, store, Path(work), log)
+    log("===> EXPORTING")
+    image = export.assemble(config, plan, run_image, built)
+    archive = export.write(config, image, log)
+    return BuildResult(
+        config.image, image.digest(), archive, tuple(r.layer.digest for r in built.layers)
+    )

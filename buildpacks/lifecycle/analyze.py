@@ -1,0 +1,20 @@
+"""analyze: resolve the run image (the base) the app's layers will be placed on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from buildpacks.config import BuildConfig
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.model import Image
+from buildpacks.oci.source import open_image
+
+
+def analyze(config: BuildConfig, store: BlobStore, log: Callable[[str], None]) -> Image:
+    """The run image, with its blobs verified into the local store."""
+    image = open_image(config.base_image, config.platform, store)
+    log(
+        f"Run image {config.base_image} ({image.manifest_digest or image.digest()}), "
+        f"{len(image.layers)} layer(s)"
+    )
+    return image

@@ -1,0 +1,28 @@
+"""build: run each buildpack of the plan; collect layers, processes and launch environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from buildpacks.buildpacks import BuildContext
+from buildpacks.config import BuildConfig
+from buildpacks.lifecycle.detect import Plan
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.model import Image
+
+
+def build(
+    config: BuildConfig,
+    plan: Plan,
+    wheel: Path,
+    run_image: Image,
+    store: BlobStore,
+    work_dir: Path,
+    log: Callable[[str], None],
+) -> BuildContext:
+    """Run the plan's buildpacks in order in a fresh context and return it, filled."""
+    ctx = BuildContext(config, wheel, run_image, store, work_dir, log)
+    for bp in plan.buildpacks:
+        bp.build(ctx)
+    return ctx

@@ -1,0 +1,1 @@
+"""OCI image model, reproducible layers and one module per image backend."""

@@ -1,0 +1,166 @@
+"""The archive backend: one tar that is both an OCI image layout and a Docker archive
+(a ``manifest.json`` beside ``index.json``), so ``podman load`` and ``docker load`` both take
+it; and reading plain ``docker save`` archives (``docker-archive:PATH``)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+
+from buildpacks.errors import BuildError
+from buildpacks.oci.blobs import CHUNK, BlobStore
+from buildpacks.oci.layout import REF_NAME
+from buildpacks.oci.model import (
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    Descriptor,
+    Image,
+    Layer,
+    canonical_json,
+)
+
+
+def _blob_name(digest: str) -> str:
+    return "blobs/" + digest.replace(":", "/")
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = mtime
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
+    """Write the image as an archive at ``path``, atomically: a failure leaves no file."""
+    manifest = image.manifest_bytes()
+    digest = image.digest()
+    config = image.config_bytes()
+    config_digest = image.config_descriptor().digest
+    repo_tag = reference.removeprefix("docker.io/library/")
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": len(manifest),
+                "annotations": {REF_NAME: repo_tag, "io.containerd.image.name": reference},
+            }
+        ],
+    }
+    docker_manifest = [
+        {
+            "Config": _blob_name(config_digest),
+            "RepoTags": [repo_tag],
+            "Layers": [_blob_name(layer.digest) for layer in image.layers],
+        }
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with (
+            os.fdopen(fd, "wb") as f,
+            tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', mtime)
+            _add_bytes(tar, "index.json", canonical_json(index), mtime)
+            _add_bytes(tar, "manifest.json", canonical_json(docker_manifest), mtime)
+            blobs: dict[str, bytes | Path] = {digest: manifest, config_digest: config}
+            for layer in image.layers:
+                blobs[layer.digest] = layer.path
+            for blob_digest in sorted(blobs):
+                content = blobs[blob_digest]
+                if isinstance(content, bytes):
+                    _add_bytes(tar, _blob_name(blob_digest), content, mtime)
+                    continue
+                info = tarfile.TarInfo(_blob_name(blob_digest))
+                info.size = content.stat().st_size
+                info.mtime, info.mode = mtime, 0o644
+                with open(content, "rb") as blob:
+                    tar.addfile(info, blob)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
+    """Copy the (first) image of a ``docker save`` archive into the store.
+
+    Layers keep their own encoding; uncompressed layers are checked against the config's
+    diff IDs, gzipped ones by hashing what they decompress to.
+    """
+    if not source.is_file():
+        raise BuildError(f"{what}: {source} is not a file")
+    try:
+        tar = tarfile.open(source, "r:*")
+    except tarfile.TarError as e:
+        raise BuildError(f"{what}: not a tar archive ({e})") from None
+    with tar:
+
+        def read(name: str) -> bytes:
+            stream = tar.extractfile(name)
+            if stream is None:
+                raise BuildError(f"{what}: {name} is not a file in the archive")
+            return stream.read()
+
+        try:
+            entries = json.loads(read("manifest.json"))
+        except KeyError:
+            raise BuildError(f"{what}: no manifest.json; is it a docker-archive?") from None
+        entry = entries[0]
+        config_bytes = read(entry["Config"])
+        config = json.loads(config_bytes)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(entry["Layers"]):
+            raise BuildError(
+                f"{what}: config lists {len(diff_ids)} layers, manifest.json {len(entry['Layers'])}"
+            )
+        layers = []
+        for name, diff_id in zip(entry["Layers"], diff_ids):
+            layers.append(_import_layer(tar, name, diff_id, store, what))
+    return Image(config, layers, reference=what)
+
+
+def _import_layer(
+    tar: tarfile.TarFile, name: str, diff_id: str, store: BlobStore, what: str
+) -> Layer:
+    stream = tar.extractfile(name)
+    if stream is None:
+        raise BuildError(f"{what}: layer {name} is missing")
+    head = stream.read(2)
+    gzipped = head == b"\x1f\x8b"
+    with store.writer() as (f, temp):
+        sha = hashlib.sha256(head)
+        f.write(head)
+        size = len(head)
+        while chunk := stream.read(CHUNK):
+            sha.update(chunk)
+            f.write(chunk)
+            size += len(chunk)
+        f.close()
+        digest = "sha256:" + sha.hexdigest()
+        content = digest
+        if gzipped:
+            inner = hashlib.sha256()
+            with gzip.open(temp, "rb") as g:
+                while chunk := g.read(CHUNK):
+                    inner.update(chunk)
+            content = "sha256:" + inner.hexdigest()
+        if content != diff_id:
+            raise BuildError(
+                f"{what}: layer {name} has diff ID {content}, the config says {diff_id}"
+            )
+        path = store.adopt(temp, digest)
+    media_type = OCI_LAYER_GZIP if gzipped else OCI_LAYER
+    return Layer(Descriptor(media_type, digest, size), diff_id, path)

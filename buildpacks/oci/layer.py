@@ -1,0 +1,159 @@
+"""Reproducible layers: written from a staged directory tree with sorted entries, fixed
+mtimes, cleared owners and normalised modes, gzipped without a time or name in the header.
+Also the read side: walking the entries of existing layer blobs, whiteouts included."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.model import (
+    DOCKER_LAYER_GZIP,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    Descriptor,
+    Layer,
+)
+
+# pack and the CNB lifecycle date layer entries 1980-01-01T00:00:01Z when nothing else is given.
+DEFAULT_EPOCH = 315532801
+
+
+def source_date_epoch() -> int:
+    """``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else the CNB default."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return int(value) if value.isdigit() else DEFAULT_EPOCH
+
+
+class _HashingWriter(io.RawIOBase):
+    """Passes bytes on to ``sink`` while hashing them."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self.sink = sink
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.sha.update(data)
+        self.size += len(data)
+        self.sink.write(data)
+        return len(data)
+
+
+@dataclass(frozen=True)
+class TreeMapping:
+    """A host directory placed at an absolute path inside the image."""
+
+    source: Path
+    target: str  # absolute path in the image, e.g. /layers/bp/venv
+
+
+def _tarinfo(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _normal_mode(st_mode: int) -> int:
+    if stat.S_ISDIR(st_mode) or st_mode & 0o111:
+        return 0o755
+    return 0o644
+
+
+def write_layer(
+    store: BlobStore,
+    mappings: list[TreeMapping],
+    *,
+    mtime: int | None = None,
+    compresslevel: int = 6,
+) -> Layer:
+    """Write the trees as one gzipped layer blob into ``store`` and describe it.
+
+    Parent directories of each target are written too (mode 0755), so the layer
+    extracts the same on any base. Equal trees give byte-identical blobs.
+    """
+    mtime = source_date_epoch() if mtime is None else mtime
+    with store.writer() as (f, temp):
+        compressed = _HashingWriter(f)
+        gz = gzip.GzipFile(
+            filename="", mode="wb", fileobj=compressed, compresslevel=compresslevel, mtime=0
+        )
+        raw = _HashingWriter(gz)  # type: ignore[arg-type]
+        with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            written: set[str] = set()
+            for mapping in sorted(mappings, key=lambda m: m.target):
+                target = PurePosixPath(mapping.target)
+                for parent in reversed(target.parents):
+                    _add_dir(tar, str(parent), mtime, written)
+                _add_tree(tar, mapping.source, str(target).lstrip("/"), mtime, written)
+        gz.close()
+        f.close()
+        digest = "sha256:" + compressed.sha.hexdigest()
+        path = store.adopt(temp, digest)
+    descriptor = Descriptor(OCI_LAYER_GZIP, digest, compressed.size)
+    return Layer(descriptor, "sha256:" + raw.sha.hexdigest(), path)
+
+
+def _add_dir(tar: tarfile.TarFile, name: str, mtime: int, written: set[str]) -> None:
+    name = name.lstrip("/")
+    if not name or name in written:
+        return
+    written.add(name)
+    tar.addfile(_tarinfo(name + "/", tarfile.DIRTYPE, 0o755, mtime))
+
+
+def _add_tree(tar: tarfile.TarFile, root: Path, name: str, mtime: int, written: set[str]) -> None:
+    st = root.lstat()
+    if stat.S_ISDIR(st.st_mode):
+        _add_dir(tar, name, mtime, written)
+        for child in sorted(os.listdir(root)):
+            _add_tree(tar, root / child, f"{name}/{child}", mtime, written)
+    elif stat.S_ISLNK(st.st_mode):
+        info = _tarinfo(name, tarfile.SYMTYPE, 0o777, mtime)
+        info.linkname = os.readlink(root)
+        tar.addfile(info)
+    elif stat.S_ISREG(st.st_mode):
+        info = _tarinfo(name, tarfile.REGTYPE, _normal_mode(st.st_mode), mtime)
+        info.size = st.st_size
+        with open(root, "rb") as f:
+            tar.addfile(info, f)
+    # Sockets, fifos and devices have no place in an application layer: skipped.
+
+
+def open_layer(layer: Layer) -> BinaryIO:
+    """The uncompressed tar stream of a layer blob."""
+    media_type = layer.descriptor.media_type
+    f = open(layer.path, "rb")
+    if media_type in (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP) or media_type.endswith("gzip"):
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    if media_type == OCI_LAYER_ZSTD:
+        f.close()
+        raise ValueError("zstd layers are not readable yet")
+    if media_type == OCI_LAYER or media_type.endswith(".tar"):
+        return f
+    f.close()
+    raise ValueError(f"unknown layer media type {media_type}")
+
+
+def iter_entries(layer: Layer) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """Every entry of a layer, in order, with the open archive to read file content from."""
+    with open_layer(layer) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        for info in tar:
+            yield tar, info

@@ -1,0 +1,105 @@
+"""The OCI layout backend: reading images from an OCI image layout directory
+(``oci-layout:PATH[:TAG]``) or from a tar of one (``oci-archive:PATH``)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from buildpacks.errors import BuildError
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.model import INDEX_TYPES, Descriptor, Image, Platform
+from buildpacks.oci.registry import image_from_manifest, select_platform
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+Opener = Callable[[str], BinaryIO]
+
+
+def _blob_name(digest: str) -> str:
+    algorithm, _, hex_ = digest.partition(":")
+    return f"blobs/{algorithm}/{hex_}"
+
+
+@contextmanager
+def _layout_opener(source: Path) -> Iterator[Opener]:
+    """A function opening files of the layout by relative name, for a directory or a tar."""
+    if source.is_dir():
+
+        def open_dir(name: str) -> BinaryIO:
+            return open(source / name, "rb")
+
+        yield open_dir
+        return
+    with tarfile.open(source, "r:*") as tar:
+        members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+
+        def open_tar(name: str) -> BinaryIO:
+            member = members.get(name)
+            stream = tar.extractfile(member) if member else None
+            if stream is None:
+                raise FileNotFoundError(name)
+            return stream  # type: ignore[return-value]
+
+        yield open_tar
+
+
+def _read(opener: Opener, name: str, what: str) -> bytes:
+    try:
+        with opener(name) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise BuildError(f"{what}: missing {name}; is it an OCI image layout?") from None
+
+
+def _copy_blob(opener: Opener, store: BlobStore, desc: Descriptor, what: str) -> None:
+    if store.has(desc.digest):
+        return
+    try:
+        with opener(_blob_name(desc.digest)) as f:
+            store.put_stream(iter(lambda: f.read(1 << 20), b""), desc.digest, f"{what}: blob")
+    except FileNotFoundError:
+        raise BuildError(f"{what}: blob {desc.digest} is missing from the layout") from None
+
+
+def _pick(index: dict, tag: str | None, platform: Platform, what: str) -> Descriptor:
+    manifests = index.get("manifests", [])
+    if tag is not None:
+        named = [m for m in manifests if (m.get("annotations") or {}).get(REF_NAME) in (tag,)]
+        if not named:
+            names = sorted(
+                {(m.get("annotations") or {}).get(REF_NAME, "") for m in manifests} - {""}
+            )
+            raise BuildError(
+                f"{what}: no image tagged {tag!r} (tags: {', '.join(names) or 'none'})"
+            )
+        manifests = named
+    if len(manifests) == 1:
+        return Descriptor.from_json(manifests[0])
+    if any("platform" in m for m in manifests):
+        return select_platform({"manifests": manifests}, platform, what)
+    raise BuildError(f"{what}: holds {len(manifests)} images; name one with :TAG")
+
+
+def read_layout(
+    source: Path, tag: str | None, platform: Platform, store: BlobStore, what: str
+) -> Image:
+    """Copy an image of a layout directory or archive into the store, verifying every blob."""
+    if not source.exists():
+        raise BuildError(f"{what}: {source} does not exist")
+    with _layout_opener(source) as opener:
+        index = json.loads(_read(opener, "index.json", what))
+        desc = _pick(index, tag, platform, what)
+        _copy_blob(opener, store, desc, what)
+        data = store.path(desc.digest).read_bytes()
+        if desc.media_type in INDEX_TYPES:
+            desc = select_platform(json.loads(data), platform, what)
+            _copy_blob(opener, store, desc, what)
+            data = store.path(desc.digest).read_bytes()
+        return image_from_manifest(
+            data, desc.digest, lambda d: _copy_blob(opener, store, d, what), store, what
+        )

@@ -1,0 +1,151 @@
+"""Plain data for OCI images: descriptors, platforms, layers and images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+GZIP_LAYER_TYPES = (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP)
+
+
+def sha256_digest(data: bytes) -> str:
+    """The OCI digest string of some bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """JSON with sorted keys and no spaces, so equal content gives equal digests."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Platform:
+    """An OCI platform such as ``linux/amd64`` or ``linux/arm64/v8``."""
+
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        parts = text.strip().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"not a platform: {text!r} (expected os/arch, e.g. linux/amd64)")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def matches(self, spec: dict[str, Any]) -> bool:
+        """Whether an index entry's ``platform`` object describes this platform."""
+        if spec.get("os") != self.os or spec.get("architecture") != self.architecture:
+            return False
+        variant = spec.get("variant")
+        if self.variant and variant:
+            return variant == self.variant
+        return True
+
+    @property
+    def machine(self) -> str:
+        """The machine name used by wheel tags (``x86_64``, ``aarch64``)."""
+        return {"amd64": "x86_64", "arm64": "aarch64", "386": "i686"}.get(
+            self.architecture, self.architecture
+        )
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A pointer to a blob: media type, digest and size."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Descriptor:
+        return cls(obj["mediaType"], obj["digest"], int(obj["size"]), obj.get("annotations"))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer blob on local disk with its compressed digest and uncompressed diff ID."""
+
+    descriptor: Descriptor
+    diff_id: str
+    path: Path
+
+    @property
+    def digest(self) -> str:
+        return self.descriptor.digest
+
+
+@dataclass
+class Image:
+    """An image whose config is parsed and whose layer blobs are on local disk."""
+
+    config: dict[str, Any]
+    layers: list[Layer]
+    reference: str = ""
+    manifest_digest: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def config_bytes(self) -> bytes:
+        return canonical_json(self.config)
+
+    def config_descriptor(self) -> Descriptor:
+        data = self.config_bytes()
+        return Descriptor(OCI_CONFIG, sha256_digest(data), len(data))
+
+    def manifest(self) -> dict[str, Any]:
+        manifest: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": self.config_descriptor().to_json(),
+            "layers": [layer.descriptor.to_json() for layer in self.layers],
+        }
+        if self.annotations:
+            manifest["annotations"] = dict(self.annotations)
+        return manifest
+
+    def manifest_bytes(self) -> bytes:
+        return canonical_json(self.manifest())
+
+    def digest(self) -> str:
+        """The image's digest: that of its manifest."""
+        return sha256_digest(self.manifest_bytes())
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(
+            self.config.get("os", "linux"),
+            self.config.get("architecture", "amd64"),
+            self.config.get("variant"),
+        )

@@ -1,0 +1,1 @@
+"""A small web service used to show python-buildpacks end to end."""

@@ -1,0 +1,1 @@
+"""The Hatch build target ``image``: ``hatch build -t image``."""

@@ -1,0 +1,53 @@
+"""The ``image`` target: builds the project's wheel in-process with hatchling's wheel
+builder, then hands project, configuration and wheel to the core lifecycle."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.plugin.interface import BuilderInterface
+from hatchling.builders.wheel import WheelBuilder
+
+from buildpacks import config as build_config
+from buildpacks.errors import BuildError
+from buildpacks.lifecycle import build_image
+from buildpacks.lifecycle.export import archive_path
+from buildpacks.project import project_from_wheel
+
+
+class ImageBuilder(BuilderInterface):
+    """``[tool.hatch.build.targets.image]``: an OCI image archive in the output directory."""
+
+    PLUGIN_NAME = "image"
+
+    def get_version_api(self) -> dict[str, Callable[..., str]]:
+        return {"standard": self.build_standard}
+
+    def get_default_versions(self) -> list[str]:
+        return ["standard"]
+
+    def clean(self, directory: str, versions: list[str]) -> None:
+        for archive in Path(directory).glob("*.tar"):
+            archive.unlink()
+
+    def build_standard(self, directory: str, **build_data: Any) -> str:
+        try:
+            return str(self._build(Path(directory)))
+        except BuildError as e:
+            self.app.abort(f"error: {e}")
+            raise  # abort exits; this line only satisfies type checkers
+
+    def _build(self, directory: Path) -> Path:
+        with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
+            wheel_builder = WheelBuilder(
+                self.root, plugin_manager=self.plugin_manager, metadata=self.metadata, app=self.app
+            )
+            wheel = Path(next(wheel_builder.build(directory=tmp, versions=["standard"])))
+            project = project_from_wheel(Path(self.root), wheel)
+            config = build_config.resolve(project, directory.resolve())
+            self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
+            result = build_image(config, wheel, log=self.app.display_info)
+        return result.archive
