@@ -5,7 +5,11 @@ version (binary wheels only), without running the image; console-script shebangs
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
 import importlib.metadata
+import io
 import os
 import re
 import shutil
@@ -116,6 +120,30 @@ def relocate_scripts(bin_dir: Path, interpreter: str) -> None:
         script.chmod(0o755)
 
 
+def _record_hash(path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def fix_records(site: Path, bin_dir: Path) -> None:
+    """Make RECORD files true again after scripts moved from ``bin/`` to the venv's bin.
+
+    uv recorded them relative to its flat target and with the host's shebang; pip would
+    record them relative to site-packages with the content actually installed.
+    """
+    to_bin = "../../../bin/"
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        lines = []
+        for row in csv.reader(record.read_text(encoding="utf-8").splitlines()):
+            if row and row[0].startswith("bin/") and (bin_dir / row[0][4:]).is_file():
+                script = bin_dir / row[0][4:]
+                row = [to_bin + row[0][4:], _record_hash(script), str(script.stat().st_size)]
+            lines.append(row)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(lines)
+        record.write_text(out.getvalue(), encoding="utf-8")
+
+
 def make_venv(stage: Path, installed: Path, runtime: Runtime) -> None:
     """Arrange ``installed`` (uv's flat target) as a venv at ``stage``, for path ``VENV``."""
     site = stage / "lib" / f"python{runtime.minor}" / "site-packages"
@@ -128,6 +156,7 @@ def make_venv(stage: Path, installed: Path, runtime: Runtime) -> None:
     else:
         bin_dir.mkdir()
     shutil.move(str(installed), site)
+    fix_records(site, bin_dir)
     for name in ("python", "python3", f"python{runtime.minor}"):
         link = bin_dir / name
         if not link.exists():

@@ -1,0 +1,166 @@
+"""End to end with the real Hatch CLI: build the example project's image, load it into
+podman, run it and talk to it over HTTP; reproducibility and layer-by-change-rate."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests import testbed
+
+pytestmark = pytest.mark.e2e
+
+ARCHIVE = "dist/example-service-0.1.0.tar"
+APP_LAYER = "/layers/python-buildpacks_application/app"
+VENV = "/layers/python-buildpacks_dependencies/venv"
+
+
+def test_build_prints_phases_plan_reference_and_digest(example_build):
+    project, result = example_build
+    out = result.stdout + result.stderr
+    for phase in ("DETECTING", "ANALYZING", "BUILDING", "EXPORTING"):
+        assert f"===> {phase}" in out
+    assert "python-buildpacks/dependencies" in out
+    assert "Python 3.11 (from .python-version)" in out
+    digest, _, _ = testbed.read_archive_manifest(project / ARCHIVE)
+    assert "Image: example-service:0.1.0" in out
+    assert f"Digest: {digest}" in out
+    assert sorted(p.name for p in (project / "dist").iterdir()) == ["example-service-0.1.0.tar"]
+
+
+def test_image_runs_in_podman_and_answers_http(example_build, podman):
+    project, _ = example_build
+    loaded = podman("load", "-i", str(project / ARCHIVE))
+    assert "example-service:0.1.0" in loaded.stdout + loaded.stderr
+    port = testbed.free_port()
+    podman("rm", "-f", "example-http", check=False)
+    podman.serve("example-service:0.1.0", port, "example-http")
+    try:
+        status, body = testbed.wait_for_http(f"http://127.0.0.1:{port}/")
+        assert status == 200
+        assert json.loads(body) == {"name": "example-service", "version": "0.1.0"}
+    finally:
+        podman("rm", "-f", "-t", "2", "example-http", check=False)
+
+
+def test_image_config_is_production_shaped(example_build):
+    project, _ = example_build
+    _, manifest, config = testbed.read_archive_manifest(project / ARCHIVE)
+    container = config["config"]
+    assert container["User"] == "1000:1000"
+    assert container["WorkingDir"] == "/workspace"
+    assert container["Entrypoint"] == [f"{APP_LAYER}/bin/example-service"]
+    assert "Cmd" not in container
+    env = dict(item.split("=", 1) for item in container["Env"])
+    assert env["PATH"].startswith(f"{VENV}/bin:{APP_LAYER}/bin:")
+    assert env["VIRTUAL_ENV"] == VENV
+    labels = container["Labels"]
+    assert labels["org.opencontainers.image.title"] == "example-service"
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.licenses"] == "MIT"
+    assert labels["org.opencontainers.image.source"] == "https://example.invalid/example-service"
+    assert labels["org.opencontainers.image.description"].startswith("A small web service")
+    assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"]) == 4
+
+
+def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, podman):
+    project, _ = example_build
+    podman("load", "-i", str(project / ARCHIVE))
+    out = podman.run(
+        "example-service:0.1.0", "-c",
+        "import sys, flask, example_service, markupsafe._speedups as s;"
+        "print(sys.prefix); print(sys.base_prefix); print(s.__file__)",
+        entrypoint="python",
+    )
+    prefix, base_prefix, speedups = out.split()
+    assert prefix == VENV
+    assert base_prefix == "/usr"
+    assert speedups.startswith(f"{VENV}/lib/python3.11/site-packages/markupsafe/")
+    # The compiled extension is the one for the image's Python, not the host's.
+    assert speedups.endswith("cpython-311-x86_64-linux-gnu.so")
+    host_paths = (str(Path.home()), "/tmp/", os.path.realpath(testbed.REPO))
+    with tarfile.open(project / ARCHIVE) as tar:
+        _, manifest, _ = testbed.read_archive_manifest(project / ARCHIVE)
+        for layer in manifest["layers"][1:]:  # ours, above the base
+            blob = tar.extractfile("blobs/" + layer["digest"].replace(":", "/"))
+            with tarfile.open(fileobj=blob, mode="r:gz") as inner:
+                for member in inner:
+                    assert not member.name.endswith(".pyc"), member.name
+                    assert member.uid == member.gid == 0 and not member.uname
+                    if member.isfile() and "/bin/" in member.name:
+                        head = inner.extractfile(member).read(200)  # type: ignore[union-attr]
+                        if head.startswith(b"#!"):
+                            shebang = head.split(b"\n")[0].decode()
+                            assert shebang == f"#!{VENV}/bin/python", (member.name, shebang)
+                    if member.name.endswith(("pyvenv.cfg", ".pth")):
+                        text = inner.extractfile(member).read().decode()  # type: ignore[union-attr]
+                        assert not any(p in text for p in host_paths), (member.name, text)
+
+
+def test_process_links_start_the_process(example_build, podman):
+    project, _ = example_build
+    podman("load", "-i", str(project / ARCHIVE))
+    out = podman.run("example-service:0.1.0", "-c", "readlink /cnb/process/example-service",
+                     entrypoint="/bin/sh")
+    assert out.strip() == f"{APP_LAYER}/bin/example-service"
+
+
+def _layers(project: Path) -> list[str]:
+    _, manifest, _ = testbed.read_archive_manifest(project / ARCHIVE)
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def test_two_copies_with_different_mtimes_give_the_same_digest(session_dir, hatch_env):
+    first = testbed.copy_example(session_dir / "repro-a")
+    second = testbed.copy_example(session_dir / "repro-b")
+    for i, path in enumerate(sorted(second.rglob("*"))):
+        os.utime(path, (1_000_000_000 + i, 1_000_000_000 + i))
+    digests = []
+    for n, project in enumerate((first, second)):
+        # Separate caches: the second build really reinstalls and recompresses everything.
+        env = {**hatch_env, "BP_CACHE_DIR": str(session_dir / f"repro-cache-{n}")}
+        result = testbed.hatch_build(project, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        digests.append(testbed.read_archive_manifest(project / ARCHIVE)[0])
+    assert digests[0] == digests[1]
+    assert (first / ARCHIVE).read_bytes() == (second / ARCHIVE).read_bytes()
+
+
+def test_source_edit_changes_only_the_application_layer(session_dir, hatch_env):
+    project = testbed.copy_example(session_dir / "edit")
+    assert testbed.hatch_build(project, hatch_env).returncode == 0
+    before = _layers(project)
+    server = project / "src" / "example_service" / "server.py"
+    server.write_text(server.read_text().replace('return "ok"', 'return "ok!"'))
+    result = testbed.hatch_build(project, hatch_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Reusing cached dependencies layer" in result.stdout + result.stderr
+    after = _layers(project)
+    changed = [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b]
+    assert changed == [2]  # base, dependencies, *application*, processes
+
+
+def test_base_image_pulled_from_a_registry(session_dir, hatch_env, registry, base_image, podman):
+    layout = base_image.removeprefix("oci-layout:")
+    subprocess.run(
+        ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}",
+         f"docker://{registry.host}/base/debian-python:bookworm"],
+        check=True, capture_output=True,
+    )
+    project = testbed.copy_example(session_dir / "from-registry")
+    env = {**hatch_env, "BP_BASE_IMAGE": f"{registry.host}/base/debian-python:bookworm",
+           "BP_CACHE_DIR": str(session_dir / "registry-cache")}
+    result = testbed.hatch_build(project, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = registry.log.read_text()
+    assert re.search(r'"GET /v2/base/debian-python/blobs/sha256:', log)
+    podman("load", "-i", str(project / ARCHIVE))
+    out = podman.run("example-service:0.1.0", "-c", "import flask; print(flask.__name__)",
+                     entrypoint="python")
+    assert out.strip() == "flask"
