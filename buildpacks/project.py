@@ -88,12 +88,22 @@ def read_wheel(wheel: Path) -> tuple[Any, dict[str, str]]:
     return metadata, scripts
 
 
+def load_project(root: Path, **metadata: Any) -> Project:
+    """The project at ``root`` with core ``metadata`` (fields of ``Project``) given by a
+    build tool, and the build configuration and ``.python-version`` read from ``root``."""
+    return Project(
+        root=root,
+        tool_config=tool_config(read_pyproject(root)),
+        python_version_file=read_python_version_file(root),
+        **metadata,
+    )
+
+
 def project_from_wheel(root: Path, wheel: Path) -> Project:
     """The project at ``root`` as described by the wheel built from it."""
     meta, scripts = read_wheel(wheel)
-    pyproject = read_pyproject(root)
-    return Project(
-        root=root,
+    return load_project(
+        root,
         name=meta["Name"],
         version=meta["Version"],
         requires_python=meta.get("Requires-Python"),
@@ -102,6 +112,4 @@ def project_from_wheel(root: Path, wheel: Path) -> Project:
         urls=_urls(meta),
         requires_dist=tuple(meta.get_all("Requires-Dist") or ()),
         scripts=scripts,
-        tool_config=tool_config(pyproject),
-        python_version_file=read_python_version_file(root),
     )

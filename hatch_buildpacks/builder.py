@@ -15,7 +15,7 @@ from buildpacks import config as build_config
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import build_image
 from buildpacks.lifecycle.export import archive_path
-from buildpacks.project import project_from_wheel
+from buildpacks.project import Project, load_project
 
 
 class ImageBuilder(BuilderInterface):
@@ -40,14 +40,29 @@ class ImageBuilder(BuilderInterface):
             self.app.abort(f"error: {e}")
             raise  # abort exits; this line only satisfies type checkers
 
+    def project(self) -> Project:
+        """The project as hatchling's metadata sees it (dynamic fields resolved)."""
+        core = self.metadata.core
+        return load_project(
+            Path(self.root),
+            name=core.name,
+            version=self.metadata.version,
+            requires_python=core.requires_python or None,
+            summary=core.description or None,
+            license=core.license_expression or core.license or None,
+            urls=dict(core.urls),
+            requires_dist=tuple(core.dependencies),
+            scripts=dict(core.scripts),
+        )
+
     def _build(self, directory: Path) -> Path:
+        # Configuration is resolved before the wheel is built, so bad input fails first.
+        config = build_config.resolve(self.project(), directory.resolve())
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
             wheel_builder = WheelBuilder(
                 self.root, plugin_manager=self.plugin_manager, metadata=self.metadata, app=self.app
             )
             wheel = Path(next(wheel_builder.build(directory=tmp, versions=["standard"])))
-            project = project_from_wheel(Path(self.root), wheel)
-            config = build_config.resolve(project, directory.resolve())
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
             result = build_image(config, wheel, log=self.app.display_info)
         return result.archive

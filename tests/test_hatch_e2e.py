@@ -73,7 +73,8 @@ def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, po
     project, _ = example_build
     podman("load", "-i", str(project / ARCHIVE))
     out = podman.run(
-        "example-service:0.1.0", "-c",
+        "example-service:0.1.0",
+        "-c",
         "import sys, flask, example_service, markupsafe._speedups as s;"
         "print(sys.prefix); print(sys.base_prefix); print(s.__file__)",
         entrypoint="python",
@@ -106,8 +107,9 @@ def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, po
 def test_process_links_start_the_process(example_build, podman):
     project, _ = example_build
     podman("load", "-i", str(project / ARCHIVE))
-    out = podman.run("example-service:0.1.0", "-c", "readlink /cnb/process/example-service",
-                     entrypoint="/bin/sh")
+    out = podman.run(
+        "example-service:0.1.0", "-c", "readlink /cnb/process/example-service", entrypoint="/bin/sh"
+    )
     assert out.strip() == f"{APP_LAYER}/bin/example-service"
 
 
@@ -149,18 +151,28 @@ def test_source_edit_changes_only_the_application_layer(session_dir, hatch_env):
 def test_base_image_pulled_from_a_registry(session_dir, hatch_env, registry, base_image, podman):
     layout = base_image.removeprefix("oci-layout:")
     subprocess.run(
-        ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{layout}",
-         f"docker://{registry.host}/base/debian-python:bookworm"],
-        check=True, capture_output=True,
+        [
+            "skopeo",
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{layout}",
+            f"docker://{registry.host}/base/debian-python:bookworm",
+        ],
+        check=True,
+        capture_output=True,
     )
     project = testbed.copy_example(session_dir / "from-registry")
-    env = {**hatch_env, "BP_BASE_IMAGE": f"{registry.host}/base/debian-python:bookworm",
-           "BP_CACHE_DIR": str(session_dir / "registry-cache")}
+    env = {
+        **hatch_env,
+        "BP_BASE_IMAGE": f"{registry.host}/base/debian-python:bookworm",
+        "BP_CACHE_DIR": str(session_dir / "registry-cache"),
+    }
     result = testbed.hatch_build(project, env)
     assert result.returncode == 0, result.stdout + result.stderr
     log = registry.log.read_text()
     assert re.search(r'"GET /v2/base/debian-python/blobs/sha256:', log)
     podman("load", "-i", str(project / ARCHIVE))
-    out = podman.run("example-service:0.1.0", "-c", "import flask; print(flask.__name__)",
-                     entrypoint="python")
+    out = podman.run(
+        "example-service:0.1.0", "-c", "import flask; print(flask.__name__)", entrypoint="python"
+    )
     assert out.strip() == "flask"

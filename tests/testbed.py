@@ -50,8 +50,17 @@ class Podman:
 
     def __init__(self, root: Path) -> None:
         self.args = [
-            "podman", "--root", str(root / "root"), "--runroot", str(root / "run"),
-            "--storage-driver", "overlay", "--runtime", "runc", "--cgroup-manager", "cgroupfs",
+            "podman",
+            "--root",
+            str(root / "root"),
+            "--runroot",
+            str(root / "run"),
+            "--storage-driver",
+            "overlay",
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
         ]
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -61,15 +70,35 @@ class Podman:
         """Run a container to completion and return its standard output."""
         extra = ["--entrypoint", entrypoint] if entrypoint is not None else []
         out = self(
-            "run", "--rm", "--network", "host", "--ulimit", "nofile=4096:4096",
-            "--ulimit", "nproc=4096:4096", *extra, image, *command,
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
+            *extra,
+            image,
+            *command,
         )
         return out.stdout
 
     def serve(self, image: str, port: int, name: str) -> None:
         self(
-            "run", "-d", "--name", name, "--network", "host", "--ulimit", "nofile=4096:4096",
-            "--ulimit", "nproc=4096:4096", "-e", f"PORT={port}", image,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
+            "-e",
+            f"PORT={port}",
+            image,
         )
 
 
@@ -90,7 +119,8 @@ class Registry:
         )
         self.proc = subprocess.Popen(
             ["docker-registry", "serve", str(config)],
-            stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+            stdout=open(self.log, "wb"),  # noqa: SIM115  (kept open for the registry's life)
+            stderr=subprocess.STDOUT,
         )
         wait_for_http(f"http://{self.host}/v2/", timeout=15)
 
@@ -129,7 +159,10 @@ def hatch_build(project: Path, env: dict[str, str], extra_env: dict[str, str] | 
     """``hatch build -t image`` in ``project``, as a user runs it."""
     return subprocess.run(
         [str(BIN / "hatch"), "build", "-t", "image"],
-        cwd=project, env={**env, **(extra_env or {})}, capture_output=True, text=True,
+        cwd=project,
+        env={**env, **(extra_env or {})},
+        capture_output=True,
+        text=True,
     )
 
 
@@ -138,6 +171,7 @@ def read_archive_manifest(archive: Path) -> tuple[str, dict, dict]:
     import tarfile
 
     with tarfile.open(archive) as tar:
+
         def blob(digest: str) -> bytes:
             return tar.extractfile("blobs/" + digest.replace(":", "/")).read()  # type: ignore[union-attr]
 

@@ -86,7 +86,8 @@ class ApplicationBuildpack:
             )
             remember_layer(ctx, key, layer)
         ctx.log(
-            f"Application {ctx.wheel.name}: layer {layer.digest[:19]}{' (cached)' if cached else ''}"
+            f"Application {ctx.wheel.name}: layer {layer.digest[:19]}"
+            + (" (cached)" if cached else "")
         )
         ctx.layers.append(LayerResult(ID, "app", APP, layer, cached))
         ctx.path_entries.append(BIN)

@@ -97,7 +97,8 @@ def install(requirements: list[str], target: Path, runtime: Runtime) -> None:
         message = _no_wheel_message(output, runtime)
         if message:
             raise BuildError(message)
-        lines = [line.strip(" ×╰─▶│") for line in output.splitlines() if line.strip(" ×╰─▶│")]
+        decoration = " \u00d7\u2570\u2500\u25b6\u2502"  # uv's box-drawing and cross marks
+        lines = [line.strip(decoration) for line in output.splitlines() if line.strip(decoration)]
         raise BuildError("installing dependencies failed: " + " ".join(lines)[:600])
 
 

@@ -25,7 +25,8 @@ def choose_default(types: list[str], requested: str | None) -> str:
     if requested:
         if requested not in types:
             raise BuildError(
-                f"default-process {requested!r} is not a process type; the project has: {', '.join(types)}"
+                f"default-process {requested!r} is not a process type; "
+                f"the project has: {', '.join(types)}"
             )
         return requested
     if len(types) == 1:
@@ -68,7 +69,8 @@ class ProcessesBuildpack:
         ctx.path_entries.append(PROCESS_DIR)
         for process in processes:
             ctx.log(
-                f"Process {process.type}: {' '.join(process.command)}{' (default)' if process.default else ''}"
+                f"Process {process.type}: {' '.join(process.command)}"
+                + (" (default)" if process.default else "")
             )
 
 

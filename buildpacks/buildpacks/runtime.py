@@ -75,7 +75,8 @@ def inspect_run_image(image: Image, machine: str) -> dict[str, object]:
 
 
 def find_runtime(image: Image, minor: str, machine: str, facts: dict) -> Runtime:
-    """The interpreter for Python ``minor`` in the run image, or a ``BuildError`` saying what is there."""
+    """The interpreter for Python ``minor`` in the run image; if there is none, a
+    ``BuildError`` saying what is there."""
     for path in facts["interpreters"]:
         if path.endswith(f"python{minor}"):
             version = _env(image).get("PYTHON_VERSION", "")
@@ -118,7 +119,8 @@ class RuntimeBuildpack:
             image, ctx.config.python_version, ctx.config.platform.machine, facts
         )
         ctx.log(
-            f"Python {ctx.runtime.version} at {ctx.runtime.interpreter}; wheels for {ctx.runtime.wheel_platform}"
+            f"Python {ctx.runtime.version} at {ctx.runtime.interpreter}; "
+            f"wheels for {ctx.runtime.wheel_platform}"
         )
 
 

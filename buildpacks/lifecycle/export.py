@@ -17,6 +17,7 @@ from buildpacks.oci.archive import write_archive
 from buildpacks.oci.layer import source_date_epoch
 from buildpacks.oci.model import Image
 from buildpacks.oci.reference import Reference
+from buildpacks.oci.source import TRANSPORTS
 
 # The non-root user of CNB run images; numeric, so no passwd entry is needed in the base.
 USER = "1000:1000"
@@ -42,7 +43,8 @@ def labels(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext)
         OCI + "licenses": project.license,
         OCI + "source": _source_url(project.urls),
         OCI + "url": {k.lower(): v for k, v in project.urls.items()}.get("homepage"),
-        OCI + "base.name": config.base_image,
+        # A local path (oci-layout:/home/...) says nothing to others and leaks the host's layout.
+        OCI + "base.name": None if config.base_image.startswith(TRANSPORTS) else config.base_image,
         OCI + "base.digest": run_image.manifest_digest,
     }
     build_metadata = {

@@ -103,7 +103,7 @@ def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
     if not source.is_file():
         raise BuildError(f"{what}: {source} is not a file")
     try:
-        tar = tarfile.open(source, "r:*")
+        tar = tarfile.open(source, "r:*")  # noqa: SIM115  (closed by the `with tar` below)
     except tarfile.TarError as e:
         raise BuildError(f"{what}: not a tar archive ({e})") from None
     with tar:
@@ -127,7 +127,7 @@ def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
                 f"{what}: config lists {len(diff_ids)} layers, manifest.json {len(entry['Layers'])}"
             )
         layers = []
-        for name, diff_id in zip(entry["Layers"], diff_ids):
+        for name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
             layers.append(_import_layer(tar, name, diff_id, store, what))
     return Image(config, layers, reference=what)
 

@@ -124,7 +124,7 @@ def _add_tree(tar: tarfile.TarFile, root: Path, name: str, mtime: int, written: 
     if stat.S_ISDIR(st.st_mode):
         _add_dir(tar, name, mtime, written)
         for child in sorted(os.listdir(root)):
-            _add_tree(tar, root / child, f"{name}/{child}", mtime, written)
+            _add_tree(tar, root / child, f"{name}/{child}" if name else child, mtime, written)
     elif stat.S_ISLNK(st.st_mode):
         info = _tarinfo(name, tarfile.SYMTYPE, 0o777, mtime)
         info.linkname = os.readlink(root)
@@ -140,7 +140,7 @@ def _add_tree(tar: tarfile.TarFile, root: Path, name: str, mtime: int, written: 
 def open_layer(layer: Layer) -> BinaryIO:
     """The uncompressed tar stream of a layer blob."""
     media_type = layer.descriptor.media_type
-    f = open(layer.path, "rb")
+    f = open(layer.path, "rb")  # noqa: SIM115  (the caller closes the returned stream)
     if media_type in (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP) or media_type.endswith("gzip"):
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
     if media_type == OCI_LAYER_ZSTD:

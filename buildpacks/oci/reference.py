@@ -76,9 +76,8 @@ class Reference:
 
 
 def normalize_repository(name: str) -> str:
-    """A project name made into a valid repository path component."""
-    out = re.sub(r"[^a-z0-9._-]+", "-", name.lower())
-    out = re.sub(r"[-_.]{2,}", "-", out).strip("-._")
+    """A project name made into a repository name, normalised as PyPI does (PEP 503)."""
+    out = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     return out or "app"
 
 

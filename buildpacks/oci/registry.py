@@ -169,7 +169,7 @@ def image_from_manifest(
             f"{reference}: config lists {len(diff_ids)} layers, manifest {len(layer_descs)}"
         )
     layers = []
-    for desc, diff_id in zip(layer_descs, diff_ids):
+    for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
         fetch(desc)
         layers.append(Layer(desc, diff_id, store.path(desc.digest)))
     return Image(config, layers, reference=reference, manifest_digest=manifest_digest)

@@ -44,7 +44,7 @@ def find(
     found: dict[str, Entry] = {}
     for layer in image.layers:
         for tar, info in iter_entries(layer):
-            path = info.name.removeprefix("./").rstrip("/")
+            path = info.name.removeprefix("./").strip("/")
             directory, _, base = path.rpartition("/")
             if base == OPAQUE:
                 prefix = directory + "/"

@@ -1,0 +1,133 @@
+"""Our archive read back by other tools' readers (skopeo, oci-image-tool, umoci) and by
+our own base-image backends; docker-archive and oci-archive bases."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from buildpacks.errors import BuildError
+from buildpacks.oci.archive import write_archive
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.oci.model import Image, Platform
+from buildpacks.oci.source import open_image
+
+AMD64 = Platform("linux", "amd64")
+
+
+@pytest.fixture
+def image(tmp_path) -> tuple[Image, BlobStore]:
+    store = BlobStore(tmp_path / "store")
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "hello").write_text("#!/bin/sh\necho hello\n")
+    layer = write_layer(store, [TreeMapping(tree, "/opt/app")])
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": ["/opt/app/bin/hello"], "User": "1000:1000"},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+    }
+    return Image(config, [layer]), store
+
+
+def test_archive_is_deterministic_and_atomic(image, tmp_path):
+    img, _ = image
+    a, b = tmp_path / "a" / "x.tar", tmp_path / "b" / "x.tar"
+    write_archive(img, a, "app:1", 0)
+    write_archive(img, b, "app:1", 0)
+    assert a.read_bytes() == b.read_bytes()
+    assert [p.name for p in a.parent.iterdir()] == ["x.tar"]  # no temp file left beside it
+
+
+def test_other_tools_read_the_archive(image, tmp_path):
+    img, _ = image
+    archive = tmp_path / "img.tar"
+    write_archive(img, archive, "app:1", 0)
+    # skopeo names docker-archive layers by their uncompressed digest.
+    for transport, digest in (
+        ("oci-archive", img.layers[0].digest),
+        ("docker-archive", img.layers[0].diff_id),
+    ):
+        out = subprocess.run(
+            ["skopeo", "inspect", f"{transport}:{archive}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(out.stdout)["Layers"] == [digest]
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    subprocess.run(
+        ["oci-image-tool", "validate", "--type", "image", "--ref", "name=app:1", str(layout)],
+        check=True,
+        capture_output=True,
+    )
+    bundle = tmp_path / "bundle"
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:app:1", str(bundle)],
+        check=True,
+        capture_output=True,
+    )
+    assert (bundle / "rootfs" / "opt" / "app" / "bin" / "hello").read_text().startswith("#!/bin/sh")
+
+
+def test_bases_from_each_transport_round_trip(image, tmp_path):
+    img, _ = image
+    archive = tmp_path / "img.tar"
+    write_archive(img, archive, "app:1", 0)
+    docker_archive = tmp_path / "docker.tar"
+    subprocess.run(
+        ["skopeo", "copy", f"oci-archive:{archive}", f"docker-archive:{docker_archive}:app:1"],
+        check=True,
+        capture_output=True,
+    )
+    layout = tmp_path / "layout"
+    subprocess.run(
+        ["skopeo", "copy", f"oci-archive:{archive}", f"oci:{layout}:v1"],
+        check=True,
+        capture_output=True,
+    )
+    for spec in (
+        f"oci-archive:{archive}",
+        f"oci-layout:{layout}:v1",
+        f"docker-archive:{docker_archive}",
+    ):
+        store = BlobStore(tmp_path / ("store-" + spec.split(":")[0]))
+        base = open_image(spec, AMD64, store)
+        assert [layer.diff_id for layer in base.layers] == [img.layers[0].diff_id], spec
+        assert base.config["config"]["Entrypoint"] == ["/opt/app/bin/hello"]
+        assert all(layer.path.is_file() for layer in base.layers)
+
+
+def test_corrupt_blob_in_a_layout_is_refused(image, tmp_path):
+    img, _ = image
+    archive = tmp_path / "img.tar"
+    write_archive(img, archive, "app:1", 0)
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    blob = layout / "blobs" / "sha256" / img.layers[0].digest.split(":")[1]
+    blob.write_bytes(blob.read_bytes()[:-5] + b"XXXXX")
+    with pytest.raises(BuildError, match="does not match"):
+        open_image(f"oci-layout:{layout}", AMD64, BlobStore(tmp_path / "fresh"))
+
+
+def test_wrong_platform_and_unknown_tag(image, tmp_path):
+    img, _ = image
+    archive = tmp_path / "img.tar"
+    write_archive(img, archive, "app:1", 0)
+    with pytest.raises(BuildError, match="is for linux/amd64, the build targets linux/arm64"):
+        open_image(f"oci-archive:{archive}", Platform("linux", "arm64"), BlobStore(tmp_path / "s"))
+    layout = tmp_path / "layout"
+    subprocess.run(
+        ["skopeo", "copy", f"oci-archive:{archive}", f"oci:{layout}:v1"],
+        check=True,
+        capture_output=True,
+    )
+    with pytest.raises(BuildError, match="no image tagged 'v2' \\(tags: v1\\)"):
+        open_image(f"oci-layout:{layout}:v2", AMD64, BlobStore(tmp_path / "s"))

@@ -1,0 +1,84 @@
+"""Inference and validation of the build configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from buildpacks.config import resolve, resolve_python_version
+from buildpacks.errors import BuildError
+from buildpacks.project import Project
+
+
+def project(**kw) -> Project:
+    defaults = {"root": Path("/p"), "name": "My_Service", "version": "1.2.0+local.1"}
+    return Project(**{**defaults, **kw})
+
+
+@pytest.mark.parametrize(
+    ("requires", "expected"),
+    [
+        (">=3.11", "3.14"),
+        (">=3.9,<3.13", "3.12"),
+        ("~=3.10.0", "3.10"),
+        ("==3.12.*", "3.12"),
+        (">=3.11.4,<3.12", "3.11"),  # 3.11.4+ satisfies, so 3.11 is allowed
+        ("<3.13,!=3.12.*", "3.11"),
+        (None, "3.14"),
+    ],
+)
+def test_highest_minor_allowed_by_requires_python(requires, expected):
+    assert resolve_python_version(None, "", None, requires)[0] == expected
+
+
+def test_precedence_setting_over_file_over_requires_python():
+    assert resolve_python_version("3.12", "BP_PYTHON_VERSION", "3.11", ">=3.10") == (
+        "3.12",
+        "BP_PYTHON_VERSION",
+    )
+    assert resolve_python_version(None, "", "3.11.9", ">=3.10") == ("3.11", ".python-version")
+    assert resolve_python_version(None, "", "cpython-3.13", None) == ("3.13", ".python-version")
+
+
+@pytest.mark.parametrize(
+    ("explicit", "file", "requires", "message"),
+    [
+        (None, None, ">=4", "allows none of the Python versions"),
+        (None, None, "<3.0", "allows none of the Python versions"),
+        ("3.9", None, ">=3.10", "Python 3.9 (from BP_PYTHON_VERSION) is outside requires-python"),
+        (None, "3.9", ">=3.10", "Python 3.9 (from .python-version) is outside requires-python"),
+        ("three", None, None, "is not a Python version"),
+        (None, None, ">=3.x", "not a valid version specifier"),
+    ],
+)
+def test_python_version_errors(explicit, file, requires, message):
+    with pytest.raises(BuildError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        resolve_python_version(explicit, "BP_PYTHON_VERSION", file, requires)
+
+
+def test_defaults_image_and_base_from_project():
+    config = resolve(project(requires_python=">=3.11,<3.13"), Path("/out"), env={})
+    assert config.image == "my-service:1.2.0-local.1"
+    assert config.base_image == "python:3.12-slim"
+    assert str(config.platform) == "linux/amd64"
+    assert config.origins["image"] == "project name and version"
+
+
+def test_environment_overrides_pyproject_and_flags_override_environment():
+    p = project(tool_config={"image": "a:1", "base-image": "b:1"})
+    config = resolve(p, Path("/out"), env={"BP_IMAGE": "env:2"}, overrides={"image": "flag:3"})
+    assert config.image == "flag:3"
+    assert config.origins["image"] == "command line"
+    assert config.base_image == "b:1"
+    assert resolve(p, Path("/out"), env={"BP_IMAGE": "env:2"}).image == "env:2"
+
+
+def test_unknown_key_suggests_the_nearest():
+    with pytest.raises(BuildError, match="'python_version'; did you mean 'python-version'"):
+        resolve(project(tool_config={"python_version": "3.11"}), Path("/out"), env={})
+
+
+def test_invalid_image_reference_is_named():
+    with pytest.raises(BuildError, match=r"image \(BP_IMAGE\).*must be lowercase"):
+        resolve(project(), Path("/out"), env={"BP_IMAGE": "Bad/Name:1"})

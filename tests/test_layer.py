@@ -1,0 +1,71 @@
+"""Reproducible layers: same tree, same bytes, whatever the mtimes, owners or umask."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+from pathlib import Path
+
+from buildpacks.oci.blobs import BlobStore, file_digest
+from buildpacks.oci.layer import TreeMapping, write_layer
+
+
+def make_tree(root: Path, stamp: int) -> Path:
+    (root / "pkg" / "sub").mkdir(parents=True)
+    (root / "pkg" / "b.py").write_text("b = 2\n")
+    (root / "pkg" / "a.py").write_text("a = 1\n")
+    (root / "pkg" / "sub" / "tool").write_text("#!/bin/sh\necho hi\n")
+    (root / "pkg" / "sub" / "tool").chmod(0o775)
+    (root / "pkg" / "link").symlink_to("a.py")
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (stamp, stamp), follow_symlinks=False)
+    return root
+
+
+def test_same_tree_same_digest_regardless_of_mtime(tmp_path):
+    store = BlobStore(tmp_path / "store")
+    one = write_layer(store, [TreeMapping(make_tree(tmp_path / "one", 1_000), "/layers/x")])
+    two = write_layer(store, [TreeMapping(make_tree(tmp_path / "two", 2_000_000), "/layers/x")])
+    assert one.digest == two.digest and one.diff_id == two.diff_id
+    assert file_digest(one.path) == one.digest
+    assert one.descriptor.size == one.path.stat().st_size
+
+
+def test_entries_sorted_owners_cleared_mtime_fixed_parents_present(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    store = BlobStore(tmp_path / "store")
+    layer = write_layer(store, [TreeMapping(make_tree(tmp_path / "t", 5), "/layers/x")])
+    with tarfile.open(layer.path, "r:gz") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    # Parents first, then depth-first in name order (tarfile drops directories' trailing /).
+    assert names == [
+        "layers",
+        "layers/x",
+        "layers/x/pkg",
+        "layers/x/pkg/a.py",
+        "layers/x/pkg/b.py",
+        "layers/x/pkg/link",
+        "layers/x/pkg/sub",
+        "layers/x/pkg/sub/tool",
+    ]
+    assert [m.isdir() for m in members[:3]] == [True, True, True]
+    assert {m.mtime for m in members} == {1700000000}
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+    modes = {m.name: m.mode for m in members}
+    assert modes["layers/x/pkg/sub/tool"] == 0o755 and modes["layers/x/pkg/a.py"] == 0o644
+    assert next(m for m in members if m.name.endswith("link")).linkname == "a.py"
+
+
+def test_gzip_header_has_no_time_and_no_name(tmp_path):
+    store = BlobStore(tmp_path / "store")
+    layer = write_layer(store, [TreeMapping(make_tree(tmp_path / "t", 5), "/app")])
+    header = layer.path.read_bytes()[:10]
+    assert header[:3] == b"\x1f\x8b\x08"
+    assert header[3] == 0  # FLG: no FNAME, no comment, no extra
+    assert header[4:8] == b"\0\0\0\0"  # MTIME
+    with gzip.open(layer.path) as g:
+        import hashlib
+
+        assert "sha256:" + hashlib.sha256(g.read()).hexdigest() == layer.diff_id
