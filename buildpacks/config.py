@@ -20,6 +20,7 @@ from buildpacks.oci.model import Platform
 from buildpacks.oci.reference import Reference, normalize_repository, normalize_tag
 from buildpacks.project import Project
 
+PULL_POLICIES = ("always", "if-not-present", "never")
 # CPython minor versions that have python:X.Y-slim base images and wheels on PyPI, newest first.
 CANDIDATE_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10", "3.9", "3.8")
 
@@ -58,6 +59,30 @@ OPTIONS = (
         "process type the image starts; default the only script, or `web`",
     ),
     Option("platform", "BP_PLATFORM", str, "linux/amd64", "target os/arch of the image"),
+    Option("publish", "BP_PUBLISH", bool, "false", "push the image to the registry named by image"),
+    Option("tags", "BP_TAGS", list, None, "more references to push the image as (comma-separated)"),
+    Option(
+        "pull-policy",
+        "BP_PULL_POLICY",
+        str,
+        "if-not-present",
+        "when to ask the registry for the base: always, if-not-present or never",
+    ),
+    Option(
+        "insecure-registries",
+        "BP_INSECURE_REGISTRIES",
+        list,
+        None,
+        "host:port of registries reached over plain HTTP or unverified TLS",
+    ),
+    Option(
+        "registry-ca",
+        "BP_REGISTRY_CA",
+        str,
+        None,
+        "CA bundle to verify registries with; default SSL_CERT_FILE, else the system's",
+    ),
+    Option("daemon", "BP_DAEMON", bool, "false", "also load the image into the Docker API daemon"),
     Option(
         "cache-dir",
         "BP_CACHE_DIR",
@@ -79,6 +104,12 @@ class BuildConfig:
     python_version: str
     platform: Platform
     default_process: str | None
+    publish: bool
+    tags: tuple[str, ...]
+    pull_policy: str
+    insecure_registries: tuple[str, ...]
+    registry_ca: str | None
+    daemon: bool
     cache_dir: Path
     output_dir: Path
     origins: dict[str, str] = field(default_factory=dict)
@@ -103,7 +134,9 @@ def gather(
                 f"pyproject.toml: unknown key [tool.buildpacks] {key!r}; {_suggest(key)}"
             )
         option = OPTION_BY_KEY[key]
-        if not isinstance(value, option.kind):
+        if not isinstance(value, option.kind) or (
+            option.kind is list and not all(isinstance(v, str) for v in value)
+        ):
             raise BuildError(
                 f"pyproject.toml: [tool.buildpacks] {key} must be a {option.kind.__name__}, "
                 f"not {type(value).__name__} ({value!r})"
@@ -111,13 +144,40 @@ def gather(
         values[key], origins[key] = value, "pyproject.toml [tool.buildpacks]"
     for option in OPTIONS:
         if env.get(option.env, "").strip():
-            values[option.key], origins[option.key] = env[option.env].strip(), option.env
+            values[option.key] = from_text(option, env[option.env].strip(), option.env)
+            origins[option.key] = option.env
     for key, value in overrides.items():
         if key not in OPTION_BY_KEY:
             raise BuildError(f"unknown setting {key!r}; {_suggest(key)}")
         if value is not None:
+            option = OPTION_BY_KEY[key]
+            if isinstance(value, str) and option.kind is not str:
+                value = from_text(option, value, "command line")
             values[key], origins[key] = value, "command line"
     return values, origins
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def from_text(option: Option, text: str, origin: str) -> Any:
+    """A setting given as text (environment, flags) converted to the option's type."""
+    if option.kind is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise BuildError(f"{origin}: {option.key} must be true or false, not {text!r}")
+    if option.kind is list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def setting(values: dict[str, Any], key: str) -> Any:
+    """A gathered value, or the option's default converted to its type."""
+    if key in values:
+        return values[key]
+    option = OPTION_BY_KEY[key]
+    return None if option.default is None else from_text(option, option.default, "default")
 
 
 _MINOR = re.compile(r"^(?:cpython-|python)?(\d+)\.(\d+)(?:\.\d+.*)?$")
@@ -199,9 +259,21 @@ def resolve(
     else:
         values["image"], origins["image"] = default_image(project), "project name and version"
     try:
-        platform = Platform.parse(values.get("platform", "linux/amd64"))
+        platform = Platform.parse(setting(values, "platform"))
     except ValueError as e:
         raise BuildError(f"platform ({origins.get('platform')}): {e}") from None
+    pull_policy = setting(values, "pull-policy")
+    if pull_policy not in PULL_POLICIES:
+        raise BuildError(
+            f"pull-policy ({origins['pull-policy']}) must be one of {', '.join(PULL_POLICIES)}, "
+            f"not {pull_policy!r}"
+        )
+    tags = tuple(setting(values, "tags") or ())
+    for tag in tags:
+        try:
+            Reference.parse(tag)
+        except ValueError as e:
+            raise BuildError(f"tags ({origins['tags']}): {e}") from None
     cache_dir = Path(values.get("cache-dir") or platformdirs.user_cache_dir("python-buildpacks"))
     return BuildConfig(
         project=project,
@@ -210,6 +282,12 @@ def resolve(
         python_version=python,
         platform=platform,
         default_process=values.get("default-process"),
+        publish=setting(values, "publish"),
+        tags=tags,
+        pull_policy=pull_policy,
+        insecure_registries=tuple(setting(values, "insecure-registries") or ()),
+        registry_ca=values.get("registry-ca"),
+        daemon=setting(values, "daemon"),
         cache_dir=cache_dir.expanduser(),
         output_dir=output_dir,
         origins=origins,

@@ -45,6 +45,14 @@ def wait_for_http(url: str, timeout: float = 30.0) -> tuple[int, bytes]:
             time.sleep(0.2)
 
 
+def wait_for_socket(path: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.1)
+
+
 class Podman:
     """podman with its own storage, runc and host networking (what works on these machines)."""
 
@@ -103,30 +111,188 @@ class Podman:
 
 
 class Registry:
-    """A ``docker-registry`` on loopback with storage in a temp dir."""
+    """A ``docker-registry`` on loopback with storage in a temp dir; optionally with
+    htpasswd basic auth and TLS."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        users: dict[str, str] | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        import bcrypt
+
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.workdir = workdir
         self.log = workdir / "registry.log"
-        config = workdir / "config.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "log:\n  level: info\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
-            f"http:\n  addr: {self.host}\n"
-        )
+        config = [
+            "version: 0.1",
+            "log:\n  level: info\n  accesslog:\n    disabled: false",
+            f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}",
+            f"http:\n  addr: {self.host}",
+        ]
+        if tls:
+            config.append(f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}")
+        if users:
+            htpasswd = workdir / "htpasswd"
+            htpasswd.write_text(
+                "".join(
+                    f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+                    for user, pw in users.items()
+                )
+            )
+            config.append(f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}")
+        (workdir / "config.yml").write_text("\n".join(config) + "\n")
         self.proc = subprocess.Popen(
-            ["docker-registry", "serve", str(config)],
+            ["docker-registry", "serve", str(workdir / "config.yml")],
             stdout=open(self.log, "wb"),  # noqa: SIM115  (kept open for the registry's life)
             stderr=subprocess.STDOUT,
         )
-        wait_for_http(f"http://{self.host}/v2/", timeout=15)
+        scheme = "https" if tls else "http"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"registry did not start: {self.log.read_text()}") from None
+                time.sleep(0.1)
+        self.url = f"{scheme}://{self.host}"
+
+    def requests(self, method: str, path_part: str) -> list[str]:
+        """Access-log lines of ``method`` requests whose URI contains ``path_part``."""
+        return [
+            line
+            for line in self.log.read_text().splitlines()
+            if f'"{method} /v2/' in line and path_part in line
+        ]
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def make_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
+    """A self-signed CA and a certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "cert.pem", directory / "cert.key", directory / "cert.csr"
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+    )
+    run(
+        "openssl",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+    )
+    run(
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(cert),
+    )
+    return ca, cert, key
+
+
+class FlakyProxy:
+    """A loopback HTTP proxy in front of a registry that fails some requests: every
+    ``every``-th one gets a 500, and the one after it has its connection dropped."""
+
+    def __init__(self, upstream: str, every: int = 4) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        self.count = 0
+        self.failures = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                proxy.count += 1
+                n = proxy.count
+                if n % every == 0:
+                    proxy.failures += 1
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if n % every == 1 and n > 1:
+                    proxy.failures += 1
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                conn = http.client.HTTPConnection(upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                headers["Host"] = upstream
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        if key.lower() == "location":
+                            value = value.replace(upstream, proxy.host)
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_PATCH = do_DELETE = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
 
 
 def build_wheelhouse(directory: Path) -> Path:

@@ -41,6 +41,10 @@ def build_image(
     log("===> EXPORTING")
     image = export.assemble(config, plan, run_image, built)
     archive = export.write(config, image, log)
+    if config.daemon:
+        export.to_daemon(archive, log)
+    if config.publish:
+        export.publish(config, image, archive, log)
     return BuildResult(
         config.image, image.digest(), archive, tuple(r.layer.digest for r in built.layers)
     )

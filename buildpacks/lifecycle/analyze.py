@@ -7,12 +7,25 @@ from collections.abc import Callable
 from buildpacks.config import BuildConfig
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import Image
+from buildpacks.oci.registry import RegistryOptions
 from buildpacks.oci.source import open_image
+from buildpacks.progress import Transfers
+
+
+def registry_options(config: BuildConfig) -> RegistryOptions:
+    return RegistryOptions(insecure=config.insecure_registries, ca_bundle=config.registry_ca)
 
 
 def analyze(config: BuildConfig, store: BlobStore, log: Callable[[str], None]) -> Image:
     """The run image, with its blobs verified into the local store."""
-    image = open_image(config.base_image, config.platform, store)
+    image = open_image(
+        config.base_image,
+        config.platform,
+        store,
+        options=registry_options(config),
+        pull_policy=config.pull_policy,
+        transfers=Transfers(log),
+    )
     log(
         f"Run image {config.base_image} ({image.manifest_digest or image.digest()}), "
         f"{len(image.layers)} layer(s)"

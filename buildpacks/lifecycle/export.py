@@ -12,12 +12,15 @@ from typing import Any
 
 from buildpacks.buildpacks import WORKSPACE, BuildContext
 from buildpacks.config import BuildConfig
+from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
+from buildpacks.oci import daemon, registry
 from buildpacks.oci.archive import write_archive
 from buildpacks.oci.layer import source_date_epoch
 from buildpacks.oci.model import Image
 from buildpacks.oci.reference import Reference
 from buildpacks.oci.source import TRANSPORTS
+from buildpacks.progress import Transfers
 
 # The non-root user of CNB run images; numeric, so no passwd entry is needed in the base.
 USER = "1000:1000"
@@ -124,3 +127,24 @@ def write(config: BuildConfig, image: Image, log: Callable[[str], None]) -> Path
     log(f"Digest: {image.digest()}")
     log(f"Archive: {path}")
     return path
+
+
+def publish(config: BuildConfig, image: Image, archive: Path, log: Callable[[str], None]) -> str:
+    """Push the image as ``image`` and every entry of ``tags``; write its digest beside the
+    archive (``<archive>.digest``) for scripts."""
+    targets = [Reference.parse(config.image), *(Reference.parse(tag) for tag in config.tags)]
+    base = [] if config.base_image.startswith(TRANSPORTS) else [Reference.parse(config.base_image)]
+    digest = registry.push(image, targets, registry_options(config), Transfers(log), base)
+    digest_file = archive.with_name(archive.name + ".digest")
+    temp = digest_file.with_name("." + digest_file.name + ".partial")
+    temp.write_text(digest + "\n")
+    temp.replace(digest_file)
+    for target in targets:
+        log(f"Pushed {target.registry}/{target.repository}:{target.tag}@{digest}")
+    return digest
+
+
+def to_daemon(archive: Path, log: Callable[[str], None]) -> None:
+    """Load the image into the Docker Engine API at ``DOCKER_HOST``."""
+    for tag in daemon.load(archive):
+        log(f"Loaded into the daemon: {tag}")

@@ -1,20 +1,31 @@
-"""The registry backend: pulling images over the OCI distribution API.
+"""The registry backend: the OCI distribution API, for pulling and pushing.
 
-Anonymous and bearer-token access, the platform picked from an index, and every blob
-(manifest, config, layers) checked against its digest before it is used.
+TLS is verified unless a registry is listed as insecure (loopback registries may also speak
+plain HTTP). Anonymous, basic and bearer-token auth follow the registry's challenge. Requests
+are retried with backoff on 5xx, 429 and dropped connections. Every pulled blob is checked
+against its digest; pushes upload only the blobs the registry lacks, mounting them from
+another repository of the same registry when one is known to have them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
-from collections.abc import Callable
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 
 from buildpacks.errors import BuildError
-from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.auth import Credentials, find_credentials
+from buildpacks.oci.blobs import CHUNK, BlobStore
 from buildpacks.oci.model import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -28,81 +39,195 @@ from buildpacks.oci.model import (
     sha256_digest,
 )
 from buildpacks.oci.reference import Reference
+from buildpacks.progress import Transfers
 
 ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
+RETRY_STATUS = (429, 500, 502, 503, 504)
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-class RegistryClient:
-    """One repository on one registry, with the token its challenges asked for."""
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries: which may skip TLS checks, which CA verifies the others."""
 
-    def __init__(self, ref: Reference, *, timeout: float = 60.0) -> None:
+    insecure: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+    attempts: int = 5
+    backoff: float = 0.2
+
+
+class RegistryClient:
+    """One repository on one registry, with the scheme and auth its registry asked for."""
+
+    def __init__(
+        self,
+        ref: Reference,
+        options: RegistryOptions,
+        actions: str = "pull",
+        credentials: Credentials | None = None,
+    ) -> None:
         self.ref = ref
-        scheme = "http" if ref.is_loopback else "https"
-        self.base = f"{scheme}://{ref.api_host}/v2/{ref.repository}"
-        self.http = httpx.Client(timeout=timeout, follow_redirects=True)
-        self.token: str | None = None
+        self.options = options
+        self.actions = actions
+        self.credentials = (
+            credentials if credentials is not None else find_credentials(ref.registry)
+        )
+        self.listed_insecure = ref.registry in options.insecure
+        self.http = httpx.Client(timeout=60.0, follow_redirects=True, verify=self._verify())
+        self.authorization: str | None = None
+        self.base = f"{self._scheme()}://{ref.api_host}/v2/{ref.repository}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.listed_insecure:
+            return False
+        ca = self.options.ca_bundle or os.environ.get("SSL_CERT_FILE")
+        if ca:
+            if not Path(ca).is_file():
+                raise BuildError(f"registry-ca: {ca} is not a file")
+            return ssl.create_default_context(cafile=ca)
+        return True
+
+    def _scheme(self) -> str:
+        """https, unless the registry may speak plain HTTP (listed insecure, or loopback)
+        and its port does not speak TLS."""
+        if not (self.listed_insecure or self.ref.is_loopback):
+            return "https"
+        try:
+            self.http.get(f"https://{self.ref.api_host}/v2/", timeout=5)
+            return "https"
+        except httpx.ConnectError as e:
+            if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                raise BuildError(
+                    f"registry {self.ref.registry}: TLS certificate not trusted ({e}); give its CA "
+                    "with registry-ca, or list it in insecure-registries"
+                ) from None
+            return "http"
+        except httpx.HTTPError:
+            return "http"
 
     def close(self) -> None:
         self.http.close()
 
-    def _send(self, method: str, url: str, headers: dict[str, str], stream: bool = False):
-        if self.token:
-            headers = {**headers, "Authorization": f"Bearer {self.token}"}
-        try:
-            request = self.http.build_request(method, url, headers=headers)
-            response = self.http.send(request, stream=stream)
-            if response.status_code == 401 and self.token is None:
-                challenge = response.headers.get("WWW-Authenticate", "")
-                response.close()
-                self.token = self._fetch_token(challenge)
-                return self._send(method, url, headers, stream)
-        except httpx.HTTPError as e:
-            raise BuildError(f"cannot reach registry {self.ref.registry}: {e}") from None
-        return response
+    # -- requests -------------------------------------------------------------------------
 
-    def _fetch_token(self, challenge: str) -> str:
-        scheme, _, params_text = challenge.partition(" ")
-        if scheme.lower() != "bearer":
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        body: Callable[[], Iterator[bytes] | bytes] | None = None,
+        stream: bool = False,
+        what: str = "",
+    ) -> httpx.Response:
+        """Send with auth, retrying on 5xx, 429 and dropped connections."""
+        what = what or f"{method} {url}"
+        for attempt in range(1, self.options.attempts + 1):
+            send_headers = dict(headers or {})
+            if self.authorization:
+                send_headers["Authorization"] = self.authorization
+            try:
+                request = self.http.build_request(
+                    method, url, headers=send_headers, content=body() if body else None
+                )
+                response = self.http.send(request, stream=stream)
+            except httpx.TransportError as e:
+                if attempt == self.options.attempts:
+                    raise BuildError(
+                        f"cannot reach registry {self.ref.registry} ({what}): {e or type(e).__name__}"
+                    ) from None
+                time.sleep(self.options.backoff * 2 ** (attempt - 1))
+                continue
+            if response.status_code == 401 and not self._answered(response):
+                self._authenticate(response.headers.get("WWW-Authenticate", ""))
+                response.close()
+                return self.request(method, url, headers, body, stream, what)
+            if response.status_code in RETRY_STATUS and attempt < self.options.attempts:
+                delay = response.headers.get("Retry-After", "")
+                response.close()
+                time.sleep(
+                    float(delay) if delay.isdigit() else self.options.backoff * 2 ** (attempt - 1)
+                )
+                continue
+            self._check(response, what)
+            return response
+        raise AssertionError("unreachable")
+
+    def _answered(self, response: httpx.Response) -> bool:
+        """Whether a 401 came although we already sent what the registry asked for."""
+        return self.authorization is not None and "insufficient_scope" not in response.headers.get(
+            "WWW-Authenticate", ""
+        )
+
+    def _check(self, response: httpx.Response, what: str) -> None:
+        status = response.status_code
+        registry = self.ref.registry
+        if status == 401:
+            who = f" as {self.credentials.username}" if self.credentials else ""
             raise BuildError(
-                f"registry {self.ref.registry} asks for credentials for {self.ref.repository}; "
-                "only public images can be pulled anonymously"
+                f"registry {registry} refused the credentials{who} for {self.ref.repository} "
+                "(wrong username or password?)"
             )
+        if status == 403:
+            raise BuildError(
+                f"registry {registry} denied {self.actions} access to {self.ref.repository}: "
+                "the account lacks permission for this repository"
+            )
+
+    def _authenticate(self, challenge: str) -> None:
+        scheme, _, params_text = challenge.partition(" ")
+        registry = self.ref.registry
+        if scheme.lower() == "basic":
+            if not self.credentials:
+                raise BuildError(
+                    f"registry {registry} needs credentials for {self.ref.repository}: run `docker "
+                    "login`, or set BP_REGISTRY_USERNAME and BP_REGISTRY_PASSWORD"
+                )
+            self.authorization = _basic(self.credentials)
+            return
+        if scheme.lower() != "bearer":
+            raise BuildError(f"registry {registry} asks for unsupported auth scheme {scheme!r}")
         params = dict(_CHALLENGE_PARAM.findall(params_text))
         realm = params.pop("realm", None)
         if not realm:
-            raise BuildError(
-                f"registry {self.ref.registry} sent a bearer challenge without a realm"
-            )
-        params.setdefault("scope", f"repository:{self.ref.repository}:pull")
+            raise BuildError(f"registry {registry} sent a bearer challenge without a realm")
+        params.pop("error", None)
+        params["scope"] = f"repository:{self.ref.repository}:{self.actions}"
+        headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
         try:
-            response = self.http.get(realm, params=params)
+            response = self.http.get(realm, params=params, headers=headers)
         except httpx.HTTPError as e:
+            raise BuildError(f"cannot reach the token service of {registry}: {e}") from None
+        if response.status_code in (401, 403):
+            who = f" as {self.credentials.username}" if self.credentials else " anonymously"
             raise BuildError(
-                f"cannot reach the token service of {self.ref.registry}: {e}"
-            ) from None
+                f"the token service of {registry} refused {self.actions} access to "
+                f"{self.ref.repository}{who}"
+            )
         if response.status_code != 200:
             raise BuildError(
-                f"the token service of {self.ref.registry} refused anonymous access to "
-                f"{self.ref.repository} (HTTP {response.status_code})"
+                f"the token service of {registry} answered HTTP {response.status_code}"
             )
         body = response.json()
         token = body.get("token") or body.get("access_token")
         if not token:
-            raise BuildError(f"the token service of {self.ref.registry} returned no token")
-        return token
+            raise BuildError(f"the token service of {registry} returned no token")
+        self.authorization = f"Bearer {token}"
+
+    # -- pull -----------------------------------------------------------------------------
 
     def manifest(self, identifier: str) -> tuple[bytes, str]:
         """The raw manifest or index for a tag or digest, and its digest (verified)."""
-        response = self._send("GET", f"{self.base}/manifests/{identifier}", {"Accept": ACCEPT})
+        what = f"manifest of {self.ref.repository}:{identifier}"
+        response = self.request(
+            "GET", f"{self.base}/manifests/{identifier}", {"Accept": ACCEPT}, what=what
+        )
         if response.status_code == 404:
             raise BuildError(
                 f"image not found: {self.ref.registry}/{self.ref.repository}:{identifier}"
             )
         if response.status_code != 200:
             raise BuildError(
-                f"registry {self.ref.registry} answered HTTP {response.status_code} for the "
-                f"manifest of {self.ref.repository}:{identifier}"
+                f"registry {self.ref.registry} answered HTTP {response.status_code} for the {what}"
             )
         data = response.content
         digest = sha256_digest(data)
@@ -112,26 +237,124 @@ class RegistryClient:
             )
         return data, digest
 
-    def blob_into(self, store: BlobStore, descriptor: Descriptor) -> None:
+    def blob_into(
+        self, store: BlobStore, descriptor: Descriptor, transfers: Transfers | None = None
+    ) -> None:
         """Download a blob into the store unless it is there; its digest is verified."""
         if store.has(descriptor.digest):
             return
-        url = f"{self.base}/blobs/{descriptor.digest}"
-        response = self._send("GET", url, {}, stream=True)
-        try:
-            if response.status_code != 200:
-                raise BuildError(
-                    f"registry {self.ref.registry} answered HTTP {response.status_code} "
-                    f"for blob {descriptor.digest} of {self.ref.repository}"
-                )
-            what = f"blob {descriptor.digest} of {self.ref}"
-            store.put_stream(response.iter_bytes(1 << 20), descriptor.digest, what)
-        except httpx.HTTPError as e:
+        what = f"blob {descriptor.digest} of {self.ref}"
+        for attempt in range(1, self.options.attempts + 1):
+            response = self.request(
+                "GET", f"{self.base}/blobs/{descriptor.digest}", stream=True, what=what
+            )
+            try:
+                if response.status_code != 200:
+                    raise BuildError(
+                        f"registry {self.ref.registry} answered HTTP {response.status_code} for {what}"
+                    )
+                if transfers is None:
+                    store.put_stream(response.iter_bytes(CHUNK), descriptor.digest, what)
+                else:
+                    with transfers.blob(
+                        "Pulled", descriptor.digest[:19], descriptor.size
+                    ) as advance:
+                        store.put_stream(
+                            _counted(response.iter_bytes(CHUNK), advance), descriptor.digest, what
+                        )
+                return
+            except httpx.TransportError as e:
+                if attempt == self.options.attempts:
+                    raise BuildError(f"download of {what} failed: {e}") from None
+            finally:
+                response.close()
+
+    # -- push -----------------------------------------------------------------------------
+
+    def has_blob(self, digest: str) -> bool:
+        response = self.request("HEAD", f"{self.base}/blobs/{digest}", what=f"HEAD blob {digest}")
+        return response.status_code == 200
+
+    def mount(self, digest: str, source_repository: str) -> bool:
+        """Ask the registry to link a blob from another repository; True if it did."""
+        response = self.request(
+            "POST",
+            f"{self.base}/blobs/uploads/?mount={digest}&from={source_repository}",
+            what=f"mount of {digest}",
+        )
+        if response.status_code == 201:
+            return True
+        location = response.headers.get("Location")
+        if response.status_code == 202 and location:
+            # The registry started an upload instead; cancel it, the caller uploads.
+            self.request("DELETE", urljoin(self.base + "/", location), what="cancel upload")
+        return False
+
+    def upload(
+        self, digest: str, size: int, content: Path | bytes, advance: Callable[[int], None]
+    ) -> None:
+        """Upload one blob: open an upload session, then one monolithic PUT."""
+        what = f"upload of {digest} to {self.ref}"
+        started = self.request("POST", f"{self.base}/blobs/uploads/", what=what)
+        location = started.headers.get("Location")
+        if started.status_code != 202 or not location:
             raise BuildError(
-                f"download of {descriptor.digest} from {self.ref.registry} failed: {e}"
-            ) from None
-        finally:
-            response.close()
+                f"registry {self.ref.registry} answered HTTP {started.status_code} to {what}"
+            )
+        url = urljoin(self.base + "/", location)
+        url += ("&" if "?" in url else "?") + f"digest={digest}"
+
+        def body() -> Iterator[bytes] | bytes:
+            if isinstance(content, bytes):
+                return content
+            return _read_file(content, advance)
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        done = self.request("PUT", url, headers, body=body, what=what)
+        if done.status_code != 201:
+            raise BuildError(
+                f"registry {self.ref.registry} answered HTTP {done.status_code} to {what}"
+            )
+
+    def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
+        what = f"manifest {self.ref.repository}:{tag}"
+        response = self.request(
+            "PUT",
+            f"{self.base}/manifests/{tag}",
+            {"Content-Type": media_type},
+            body=lambda: data,
+            what=what,
+        )
+        if response.status_code not in (200, 201):
+            raise BuildError(
+                f"registry {self.ref.registry} answered HTTP {response.status_code} to {what}"
+            )
+        digest = sha256_digest(data)
+        echoed = response.headers.get("Docker-Content-Digest")
+        if echoed and echoed != digest:
+            raise BuildError(
+                f"registry {self.ref.registry} stored {what} as {echoed}, expected {digest}"
+            )
+        return digest
+
+
+def _basic(credentials: Credentials | None) -> str:
+    assert credentials is not None
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def _counted(chunks: Iterator[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
+    for chunk in chunks:
+        advance(len(chunk))
+        yield chunk
+
+
+def _read_file(path: Path, advance: Callable[[int], None]) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            advance(len(chunk))
+            yield chunk
 
 
 def select_platform(index: dict[str, Any], platform: Platform, what: str) -> Descriptor:
@@ -175,17 +398,67 @@ def image_from_manifest(
     return Image(config, layers, reference=reference, manifest_digest=manifest_digest)
 
 
-def pull(ref: Reference, platform: Platform, store: BlobStore) -> Image:
+def pull(
+    ref: Reference,
+    platform: Platform,
+    store: BlobStore,
+    options: RegistryOptions,
+    transfers: Transfers,
+) -> Image:
     """Pull an image (manifest, config, layers) into the blob store."""
-    client = RegistryClient(ref)
+    client = RegistryClient(ref, options)
     try:
         data, digest = client.manifest(ref.identifier)
-        media_type = json.loads(data).get("mediaType")
-        if media_type in INDEX_TYPES or "manifests" in json.loads(data):
-            chosen = select_platform(json.loads(data), platform, str(ref))
+        parsed = json.loads(data)
+        if parsed.get("mediaType") in INDEX_TYPES or "manifests" in parsed:
+            chosen = select_platform(parsed, platform, str(ref))
             data, digest = client.manifest(chosen.digest)
+        store.put_bytes(data)
         return image_from_manifest(
-            data, digest, lambda d: client.blob_into(store, d), store, str(ref)
+            data, digest, lambda d: client.blob_into(store, d, transfers), store, str(ref)
         )
     finally:
         client.close()
+
+
+def push(
+    image: Image,
+    targets: list[Reference],
+    options: RegistryOptions,
+    transfers: Transfers,
+    mount_sources: list[Reference] = (),  # type: ignore[assignment]
+) -> str:
+    """Push ``image`` under every target reference; returns the manifest digest."""
+    manifest = image.manifest_bytes()
+    config = image.config_bytes()
+    blobs: list[tuple[Descriptor, Path | bytes]] = [
+        (layer.descriptor, layer.path) for layer in image.layers
+    ]
+    blobs.append((image.config_descriptor(), config))
+    pushed: list[Reference] = []
+    digest = image.digest()
+    for ref in targets:
+        client = RegistryClient(ref, options, actions="pull,push")
+        try:
+            sources = [
+                r.repository
+                for r in [*pushed, *mount_sources]
+                if r.registry == ref.registry and r.repository != ref.repository
+            ]
+            for descriptor, content in blobs:
+                if client.has_blob(descriptor.digest):
+                    continue
+                if any(
+                    client.mount(descriptor.digest, source) for source in dict.fromkeys(sources)
+                ):
+                    transfers.log(f"Mounted {descriptor.digest[:19]} from another repository")
+                    continue
+                with transfers.blob("Pushed", descriptor.digest[:19], descriptor.size) as advance:
+                    client.upload(descriptor.digest, descriptor.size, content, advance)
+            stored = client.put_manifest(ref.identifier, manifest, OCI_MANIFEST)
+            if stored != digest:
+                raise BuildError(f"pushed manifest digest {stored} differs from {digest}")
+            pushed.append(ref)
+        finally:
+            client.close()
+    return digest

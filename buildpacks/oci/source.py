@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from buildpacks.errors import BuildError
@@ -11,7 +13,8 @@ from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layout import read_layout
 from buildpacks.oci.model import Image, Platform
 from buildpacks.oci.reference import Reference
-from buildpacks.oci.registry import pull
+from buildpacks.oci.registry import RegistryOptions, image_from_manifest, pull
+from buildpacks.progress import Transfers
 
 TRANSPORTS = ("oci-layout:", "oci-archive:", "docker-archive:")
 
@@ -25,8 +28,52 @@ def split_layout_spec(rest: str) -> tuple[Path, str | None]:
     return Path(head).expanduser(), tag
 
 
-def open_image(spec: str, platform: Platform, store: BlobStore) -> Image:
-    """The image ``spec`` names, with its blobs in ``store`` and verified."""
+def _pinned(store: BlobStore, spec: str, platform: Platform) -> Path:
+    """Where the manifest digest last pulled for ``spec`` on ``platform`` is recorded."""
+    key = hashlib.sha256(f"{spec}|{platform}".encode()).hexdigest()
+    return store.root.parent / "refs" / f"{key}.json"
+
+
+def _from_cache(store: BlobStore, spec: str, platform: Platform) -> Image | None:
+    """The image last pulled for ``spec``, if it and all its blobs are still in the store."""
+    try:
+        digest = json.loads(_pinned(store, spec, platform).read_text())["manifest"]
+        data = store.path(digest).read_bytes()
+    except (OSError, ValueError, KeyError):
+        return None
+
+    def present(descriptor):
+        if not store.has(descriptor.digest):
+            raise FileNotFoundError(descriptor.digest)
+
+    try:
+        return image_from_manifest(data, digest, present, store, spec)
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
+def _remember(store: BlobStore, spec: str, platform: Platform, image: Image) -> None:
+    record = _pinned(store, spec, platform)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    temp = record.with_suffix(".tmp")
+    temp.write_text(json.dumps({"manifest": image.manifest_digest}))
+    temp.replace(record)
+
+
+def open_image(
+    spec: str,
+    platform: Platform,
+    store: BlobStore,
+    *,
+    options: RegistryOptions | None = None,
+    pull_policy: str = "if-not-present",
+    transfers: Transfers | None = None,
+) -> Image:
+    """The image ``spec`` names, with its blobs in ``store`` and verified.
+
+    For registry references, ``pull_policy`` decides whether the registry is asked:
+    ``always``; ``if-not-present`` (only when the local cache lacks the image); ``never``.
+    """
     if spec.startswith("oci-layout:"):
         path, tag = split_layout_spec(spec.removeprefix("oci-layout:"))
         image = read_layout(path, tag, platform, store, spec)
@@ -45,7 +92,17 @@ def open_image(spec: str, platform: Platform, store: BlobStore) -> Image:
             raise BuildError(
                 f"base image {e}; use a registry reference or one of {', '.join(TRANSPORTS)}"
             ) from None
-        image = pull(ref, platform, store)
+        image = None if pull_policy == "always" else _from_cache(store, spec, platform)
+        if image is None:
+            if pull_policy == "never":
+                raise BuildError(
+                    f"base image {spec} is not in the local cache and pull-policy is never; "
+                    "build once with pull-policy if-not-present"
+                )
+            image = pull(
+                ref, platform, store, options or RegistryOptions(), transfers or Transfers(print)
+            )
+            _remember(store, spec, platform, image)
     image.reference = spec
     if image.platform.os != platform.os or image.platform.architecture != platform.architecture:
         raise BuildError(f"base image {spec} is for {image.platform}, the build targets {platform}")

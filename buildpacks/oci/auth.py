@@ -1,0 +1,124 @@
+"""Registry credentials found the way Docker and podman users expect: ``BP_REGISTRY_USERNAME``
+and ``BP_REGISTRY_PASSWORD`` (for CI), then ``~/.docker/config.json`` (``DOCKER_CONFIG``
+honoured; ``credHelpers``, ``auths`` and ``credsStore``), then the containers ``auth.json``
+(``REGISTRY_AUTH_FILE``). Credentials are only ever sent to the registry they belong to."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildpacks.errors import BuildError
+from buildpacks.oci.reference import DOCKER_HUB
+
+DOCKER_HUB_KEYS = (
+    "https://index.docker.io/v1/",
+    "index.docker.io",
+    "docker.io",
+    "registry-1.docker.io",
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+def _keys(registry: str) -> tuple[str, ...]:
+    if registry == DOCKER_HUB:
+        return DOCKER_HUB_KEYS
+    return (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/")
+
+
+def _from_helper(helper: str, server: str) -> Credentials | None:
+    program = f"docker-credential-{helper}"
+    try:
+        result = subprocess.run(
+            [program, "get"], input=server, capture_output=True, text=True, timeout=30
+        )
+    except FileNotFoundError:
+        raise BuildError(
+            f"credential helper {program} is named in the Docker config but not installed"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"credential helper {program} did not answer within 30 s") from None
+    if result.returncode != 0:
+        return None  # "credentials not found in native keychain"
+    try:
+        data = json.loads(result.stdout)
+        return Credentials(data["Username"], data["Secret"])
+    except (ValueError, KeyError):
+        raise BuildError(
+            f"credential helper {program} answered something that is not credentials"
+        ) from None
+
+
+def _from_auths(
+    auths: Mapping[str, dict], keys: tuple[str, ...], source: Path
+) -> Credentials | None:
+    for key in keys:
+        entry = auths.get(key)
+        if not entry:
+            continue
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except ValueError:
+                raise BuildError(
+                    f"{source}: the auth entry for {key} is not base64 user:password"
+                ) from None
+            return Credentials(user, password)
+        if entry.get("username"):
+            return Credentials(entry["username"], entry.get("password", ""))
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{path}: cannot be read as JSON ({e})") from None
+
+
+def find_credentials(registry: str, env: Mapping[str, str] | None = None) -> Credentials | None:
+    """The credentials for ``registry`` (``host[:port]``), or None for anonymous access."""
+    env = os.environ if env is None else env
+    if env.get("BP_REGISTRY_USERNAME") and env.get("BP_REGISTRY_PASSWORD"):
+        return Credentials(env["BP_REGISTRY_USERNAME"], env["BP_REGISTRY_PASSWORD"])
+    keys = _keys(registry)
+    docker_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    docker_config = docker_dir / "config.json"
+    config = _read_json(docker_config)
+    for key in keys:
+        helper = (config.get("credHelpers") or {}).get(key)
+        if helper:
+            return _from_helper(helper, key)
+    found = _from_auths(config.get("auths") or {}, keys, docker_config)
+    if found:
+        return found
+    if config.get("credsStore"):
+        for key in keys:
+            found = _from_helper(config["credsStore"], key)
+            if found:
+                return found
+    candidates = [env.get("REGISTRY_AUTH_FILE")]
+    if env.get("XDG_RUNTIME_DIR"):
+        candidates.append(f"{env['XDG_RUNTIME_DIR']}/containers/auth.json")
+    candidates.append(str(Path.home() / ".config" / "containers" / "auth.json"))
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        found = _from_auths(_read_json(path).get("auths") or {}, keys, path)
+        if found:
+            return found
+    return None
