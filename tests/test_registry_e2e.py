@@ -144,7 +144,8 @@ class Denying(http.server.BaseHTTPRequestHandler):
         body = (
             b"{}"
             if status == 200
-            else b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}'
+            else b'{"errors":[{"code":"DENIED","message":"requested access '
+            b'to the resource is denied"}]}'
         )
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))

@@ -133,7 +133,8 @@ class RegistryClient:
             except httpx.TransportError as e:
                 if attempt == self.options.attempts:
                     raise BuildError(
-                        f"cannot reach registry {self.ref.registry} ({what}): {e or type(e).__name__}"
+                        f"cannot reach registry {self.ref.registry} ({what}): "
+                        f"{e or type(e).__name__}"
                     ) from None
                 time.sleep(self.options.backoff * 2 ** (attempt - 1))
                 continue
@@ -251,7 +252,8 @@ class RegistryClient:
             try:
                 if response.status_code != 200:
                     raise BuildError(
-                        f"registry {self.ref.registry} answered HTTP {response.status_code} for {what}"
+                        f"registry {self.ref.registry} answered HTTP "
+                        f"{response.status_code} for {what}"
                     )
                 if transfers is None:
                     store.put_stream(response.iter_bytes(CHUNK), descriptor.digest, what)
