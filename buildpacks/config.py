@@ -20,6 +20,7 @@ from buildpacks.oci.model import Platform
 from buildpacks.oci.reference import Reference, normalize_repository, normalize_tag
 from buildpacks.project import Project
 
+TOML_TYPES = {str: "string", bool: "boolean", list: "list of strings", dict: "table of strings"}
 PULL_POLICIES = ("always", "if-not-present", "never")
 # CPython minor versions that have python:X.Y-slim base images and wheels on PyPI, newest first.
 CANDIDATE_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10", "3.9", "3.8")
@@ -82,6 +83,10 @@ OPTIONS = (
         None,
         "CA bundle to verify registries with; default SSL_CERT_FILE, else the system's",
     ),
+    Option(
+        "processes", "", dict, None, "process types: type = shell command (over Procfile/scripts)"
+    ),
+    Option("env", "", dict, None, "environment variables of the running image"),
     Option("daemon", "BP_DAEMON", bool, "false", "also load the image into the Docker API daemon"),
     Option(
         "cache-dir",
@@ -104,6 +109,8 @@ class BuildConfig:
     python_version: str
     platform: Platform
     default_process: str | None
+    processes: dict[str, str]
+    env: dict[str, str]
     publish: bool
     tags: tuple[str, ...]
     pull_policy: str
@@ -134,16 +141,17 @@ def gather(
                 f"pyproject.toml: unknown key [tool.buildpacks] {key!r}; {_suggest(key)}"
             )
         option = OPTION_BY_KEY[key]
+        items = value.values() if isinstance(value, dict) else value
         if not isinstance(value, option.kind) or (
-            option.kind is list and not all(isinstance(v, str) for v in value)
+            option.kind in (list, dict) and not all(isinstance(v, str) for v in items)
         ):
             raise BuildError(
-                f"pyproject.toml: [tool.buildpacks] {key} must be a {option.kind.__name__}, "
+                f"pyproject.toml: [tool.buildpacks] {key} must be a {TOML_TYPES[option.kind]}, "
                 f"not {type(value).__name__} ({value!r})"
             )
         values[key], origins[key] = value, "pyproject.toml [tool.buildpacks]"
     for option in OPTIONS:
-        if env.get(option.env, "").strip():
+        if option.env and env.get(option.env, "").strip():
             values[option.key] = from_text(option, env[option.env].strip(), option.env)
             origins[option.key] = option.env
     for key, value in overrides.items():
@@ -282,6 +290,8 @@ def resolve(
         python_version=python,
         platform=platform,
         default_process=values.get("default-process"),
+        processes=dict(values.get("processes") or {}),
+        env=dict(values.get("env") or {}),
         publish=setting(values, "publish"),
         tags=tags,
         pull_policy=pull_policy,

@@ -5,6 +5,7 @@ Python version and configure the build."""
 from __future__ import annotations
 
 import configparser
+import re
 import zipfile
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
@@ -30,6 +31,7 @@ class Project:
     scripts: dict[str, str] = field(default_factory=dict)
     tool_config: dict[str, Any] = field(default_factory=dict)
     python_version_file: str | None = None
+    procfile: dict[str, str] = field(default_factory=dict)
 
 
 def read_pyproject(root: Path) -> dict[str, Any]:
@@ -48,6 +50,24 @@ def read_python_version_file(root: Path) -> str | None:
         if line:
             return line
     return None
+
+
+def read_procfile(root: Path) -> dict[str, str]:
+    """Process types of a ``Procfile`` (``type: command`` lines), if there is one."""
+    path = root / "Procfile"
+    if not path.is_file():
+        return {}
+    processes = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, command = line.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()) or not command.strip():
+            raise BuildError(
+                f"{path}: line {number}: expected `type: command`, got {line.strip()!r}"
+            )
+        processes[name.strip()] = command.strip()
+    return processes
 
 
 def tool_config(pyproject: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +115,7 @@ def load_project(root: Path, **metadata: Any) -> Project:
         root=root,
         tool_config=tool_config(read_pyproject(root)),
         python_version_file=read_python_version_file(root),
+        procfile=read_procfile(root),
         **metadata,
     )
 

@@ -47,7 +47,7 @@ CASES = {
             p / "pyproject.toml", 'example-service = "example_service.server:main"', ""
         ),
         {},
-        r"no entry point: declare one in pyproject.toml as \[project.scripts\]",
+        r"no entry point: declare one as \[project.scripts\] NAME = ",
     ),
     "unknown key": (
         lambda p: _edit(
@@ -61,7 +61,7 @@ CASES = {
             p / "pyproject.toml", "[tool.buildpacks]", "[tool.buildpacks]\npython-version = 3.11"
         ),
         {},
-        r"\[tool.buildpacks\] python-version must be a str, not float",
+        r"\[tool.buildpacks\] python-version must be a string, not float",
     ),
 }
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from buildpacks.config import BuildConfig
-from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.blobs import BlobStore, file_digest
 from buildpacks.oci.model import Descriptor, Image, Layer
+from buildpacks.sbom import Package
 
 LAYERS_ROOT = "/layers"
 WORKSPACE = "/workspace"
@@ -44,6 +45,7 @@ class Process:
     type: str
     command: tuple[str, ...]
     default: bool = False
+    direct: bool = True  # False: a shell command, run by /bin/sh -c
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class BuildContext:
     path_entries: list[str] = field(default_factory=list)
     processes: list[Process] = field(default_factory=list)
     layers: list[LayerResult] = field(default_factory=list)
+    packages: list[Package] = field(default_factory=list)  # for the SBOM
 
     def need_runtime(self) -> Runtime:
         if self.runtime is None:
@@ -93,26 +96,35 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def cached_layer(ctx: BuildContext, key: str) -> Layer | None:
-    """The layer cached under ``key`` if its record and its blob are both intact."""
+def cached_layer(ctx: BuildContext, key: str) -> tuple[Layer, dict[str, Any]] | None:
+    """The layer cached under ``key`` and the data recorded with it, if record and blob are
+    intact. A blob whose content no longer matches its digest is deleted, never trusted."""
     record = ctx.config.cache_dir / "layers" / f"{key}.json"
     try:
         data = json.loads(record.read_text())
         descriptor = Descriptor.from_json(data["descriptor"])
         path = ctx.store.path(descriptor.digest)
-        if path.stat().st_size != descriptor.size:
+        if path.stat().st_size != descriptor.size or file_digest(path) != descriptor.digest:
+            ctx.log(f"Cached layer {descriptor.digest[:19]} is corrupt: rebuilding it")
+            path.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
             return None
-        return Layer(descriptor, data["diff_id"], path)
-    except (OSError, ValueError, KeyError):
+        return Layer(descriptor, data["diff_id"], path), data.get("extra", {})
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def remember_layer(ctx: BuildContext, key: str, layer: Layer) -> None:
+def remember_layer(
+    ctx: BuildContext, key: str, layer: Layer, extra: dict[str, Any] | None = None
+) -> None:
     """Record a built layer under ``key``; written atomically so a crash leaves no half record."""
     directory = ctx.config.cache_dir / "layers"
     directory.mkdir(parents=True, exist_ok=True)
     temp = directory / f".{key}.tmp"
-    temp.write_text(
-        json.dumps({"descriptor": layer.descriptor.to_json(), "diff_id": layer.diff_id})
-    )
+    record = {
+        "descriptor": layer.descriptor.to_json(),
+        "diff_id": layer.diff_id,
+        "extra": extra or {},
+    }
+    temp.write_text(json.dumps(record))
     temp.replace(directory / f"{key}.json")

@@ -74,8 +74,9 @@ class ApplicationBuildpack:
                 "interpreter": venv_python,
             }
         )
-        layer = cached_layer(ctx, key)
-        cached = layer is not None
+        hit = cached_layer(ctx, key)
+        cached = hit is not None
+        layer = hit[0] if hit else None
         if layer is None:
             stage = ctx.work_dir / "app"
             install_wheel(ctx.wheel, stage, runtime, venv_python)

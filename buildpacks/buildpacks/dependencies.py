@@ -32,6 +32,7 @@ from buildpacks.buildpacks import (
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.sbom import Package, packages_in
 
 ID = "python-buildpacks/dependencies"
 VERSION = "0.1.0"
@@ -192,18 +193,22 @@ class DependenciesBuildpack:
                 "index": {name: os.environ.get(name, "") for name in _INDEX_ENV},
             }
         )
-        layer = cached_layer(ctx, key)
-        cached = layer is not None
-        if layer is None:
+        hit = cached_layer(ctx, key)
+        cached = hit is not None
+        if hit is None:
             ctx.log(f"Installing {len(requirements)} requirement(s) for {runtime.wheel_platform}")
             installed = ctx.work_dir / "uv-target"
             install(requirements, installed, runtime)
             stage = ctx.work_dir / "venv"
             make_venv(stage, installed, runtime)
+            packages = packages_in(stage / "lib" / f"python{runtime.minor}" / "site-packages")
             layer = write_layer(ctx.store, [TreeMapping(stage, VENV)])
-            remember_layer(ctx, key, layer)
+            remember_layer(ctx, key, layer, {"packages": [p.to_json() for p in packages]})
         else:
+            layer, extra = hit
+            packages = [Package(**p) for p in extra.get("packages", [])]
             ctx.log("Reusing cached dependencies layer")
+        ctx.packages.extend(packages)
         ctx.layers.append(LayerResult(ID, "venv", VENV, layer, cached))
         ctx.env["VIRTUAL_ENV"] = VENV
         ctx.path_entries.append(f"{VENV}/bin")

@@ -1,6 +1,7 @@
 """The processes buildpack: process types from the project's console scripts
-(``[project.scripts]``, ``module:function`` entries included), the default one chosen, and
-``/cnb/process/<type>`` links so any type can be started by name, as in CNB images."""
+(``[project.scripts]``, ``module:function`` entries included), a ``Procfile`` and the
+``[tool.buildpacks.processes]`` table (later sources win for the same type); the default
+chosen; and ``/cnb/process/<type>`` entries so any type starts by name, as in CNB images."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ VERSION = "0.1.0"
 PROCESS_DIR = "/cnb/process"
 
 NO_ENTRY_POINT = (
-    "no entry point: declare one in pyproject.toml as [project.scripts] "
-    'NAME = "package.module:function" (its name becomes the process type)'
+    'no entry point: declare one as [project.scripts] NAME = "package.module:function" in '
+    "pyproject.toml, as a Procfile line `web: COMMAND`, or as [tool.buildpacks.processes] "
+    'web = "COMMAND"'
 )
 
 
@@ -39,13 +41,19 @@ def choose_default(types: list[str], requested: str | None) -> str:
     )
 
 
-def plan_processes(scripts: dict[str, str], requested: str | None) -> list[Process]:
-    """Process types for console scripts; exactly one is the default."""
-    if not scripts:
+def plan_processes(config: BuildConfig) -> list[Process]:
+    """Process types from scripts, Procfile and the processes table; one is the default."""
+    project = config.project
+    commands: dict[str, tuple[tuple[str, ...], bool]] = {
+        name: ((f"{BIN}/{name}",), True) for name in project.scripts
+    }
+    for name, command in {**project.procfile, **config.processes}.items():
+        commands[name] = (("/bin/sh", "-c", command), False)
+    if not commands:
         raise BuildError(NO_ENTRY_POINT)
-    types = sorted(scripts)
-    default = choose_default(types, requested)
-    return [Process(name, (f"{BIN}/{name}",), name == default) for name in types]
+    types = sorted(commands)
+    default = choose_default(types, config.default_process)
+    return [Process(t, commands[t][0], t == default, commands[t][1]) for t in types]
 
 
 class ProcessesBuildpack:
@@ -54,15 +62,20 @@ class ProcessesBuildpack:
 
     def detect(self, config: BuildConfig) -> bool:
         # Fails early, before anything is installed, when no entry point is declared.
-        plan_processes(config.project.scripts, config.default_process)
+        plan_processes(config)
         return True
 
     def build(self, ctx: BuildContext) -> None:
-        processes = plan_processes(ctx.config.project.scripts, ctx.config.default_process)
+        processes = plan_processes(ctx.config)
         stage = ctx.work_dir / "process"
         stage.mkdir()
         for process in processes:
-            (stage / process.type).symlink_to(process.command[0])
+            entry = stage / process.type
+            if process.direct:
+                entry.symlink_to(process.command[0])
+            else:
+                entry.write_text(f"#!/bin/sh\n{process.command[-1]}\n")
+                entry.chmod(0o755)
         layer = write_layer(ctx.store, [TreeMapping(stage, PROCESS_DIR)])
         ctx.layers.append(LayerResult(ID, "process", PROCESS_DIR, layer, False))
         ctx.processes.extend(processes)

@@ -38,8 +38,8 @@ def build_image(
     log("===> BUILDING")
     with tempfile.TemporaryDirectory(prefix="buildpacks-") as work:
         built = build.build(config, plan, wheel, run_image, store, Path(work), log)
-    log("===> EXPORTING")
-    image = export.assemble(config, plan, run_image, built)
+        log("===> EXPORTING")
+        image = export.assemble(config, plan, run_image, built, store)
     archive = export.write(config, image, log)
     if config.daemon:
         export.to_daemon(archive, log)

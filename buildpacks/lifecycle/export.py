@@ -5,27 +5,42 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import subprocess
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from buildpacks.buildpacks import WORKSPACE, BuildContext
+from buildpacks.buildpacks import (
+    WORKSPACE,
+    BuildContext,
+    LayerResult,
+    application,
+    dependencies,
+    processes,
+)
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
 from buildpacks.oci import daemon, registry
 from buildpacks.oci.archive import write_archive
-from buildpacks.oci.layer import source_date_epoch
-from buildpacks.oci.model import Image
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.layer import TreeMapping, source_date_epoch, write_layer
+from buildpacks.oci.model import Image, Layer
 from buildpacks.oci.reference import Reference
 from buildpacks.oci.source import TRANSPORTS
 from buildpacks.progress import Transfers
+from buildpacks.sbom import CYCLONEDX, SBOM_ROOT, SPDX, Package, cyclonedx, spdx
 
 # The non-root user of CNB run images; numeric, so no passwd entry is needed in the base.
 USER = "1000:1000"
 OCI = "org.opencontainers.image."
 BUILD_METADATA = "io.buildpacks.build.metadata"
+LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata"
+PROJECT_METADATA = "io.buildpacks.project.metadata"
+RUNTIME_LABEL = "io.python-buildpacks.runtime"
+PLATFORM_API = "0.13"
 
 
 def _source_url(urls: dict[str, str]) -> str | None:
@@ -46,8 +61,7 @@ def labels(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext)
         OCI + "licenses": project.license,
         OCI + "source": _source_url(project.urls),
         OCI + "url": {k.lower(): v for k, v in project.urls.items()}.get("homepage"),
-        # A local path (oci-layout:/home/...) says nothing to others and leaks the host's layout.
-        OCI + "base.name": None if config.base_image.startswith(TRANSPORTS) else config.base_image,
+        OCI + "base.name": _base_name(config),
         OCI + "base.digest": run_image.manifest_digest,
     }
     build_metadata = {
@@ -57,7 +71,7 @@ def labels(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext)
                 "type": p.type,
                 "command": list(p.command),
                 "args": [],
-                "direct": True,
+                "direct": p.direct,
                 "default": p.default,
                 "buildpackID": "python-buildpacks/processes",
             }
@@ -69,16 +83,98 @@ def labels(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext)
     return {k: v for k, v in out.items() if v}
 
 
-def _environment(base_env: list[str], ctx: BuildContext) -> list[str]:
+def git_metadata(root: Path) -> dict[str, Any] | None:
+    """CNB project metadata from the project's git checkout, credentials stripped from URLs."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "HEAD")
+    except OSError:  # no git program
+        return None
+    if not commit:
+        return None
+    remote = re.sub(r"//[^/@]*@", "//", git("config", "--get", "remote.origin.url"))
+    return {
+        "source": {
+            "type": "git",
+            "version": {"commit": commit},
+            "metadata": {
+                "repository": remote,
+                "refs": [r for r in [git("branch", "--show-current")] if r],
+            },
+        }
+    }
+
+
+def lifecycle_metadata(
+    config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, sbom: Layer
+) -> dict[str, Any]:
+    """The ``io.buildpacks.lifecycle.metadata`` label of the CNB platform spec."""
+    by_buildpack: dict[str, dict[str, Any]] = {}
+    for r in ctx.layers:
+        if r.buildpack != processes.ID:
+            by_buildpack.setdefault(r.buildpack, {})[r.name] = {
+                "sha": r.layer.diff_id,
+                "launch": True,
+                "build": False,
+                "cache": False,
+                "data": {},
+            }
+    app = next(r for r in ctx.layers if r.buildpack == application.ID)
+    config_layer = next(r for r in ctx.layers if r.buildpack == processes.ID)
+    return {
+        "app": [{"sha": app.layer.diff_id}],
+        "config": {"sha": config_layer.layer.diff_id},
+        "launcher": {"sha": ""},
+        "buildpacks": [
+            {"key": bp.id, "version": bp.version, "layers": by_buildpack.get(bp.id, {})}
+            for bp in plan.buildpacks
+        ],
+        "runImage": {
+            "topLayer": run_image.config["rootfs"]["diff_ids"][-1],
+            "reference": run_image.manifest_digest or run_image.digest(),
+            "image": _base_name(config) or "",
+        },
+        "sbom": {"sha": sbom.diff_id},
+    }
+
+
+def _base_name(config: BuildConfig) -> str | None:
+    # A local path (oci-layout:/home/...) says nothing to others and leaks the host's layout.
+    return None if config.base_image.startswith(TRANSPORTS) else config.base_image
+
+
+def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: BlobStore) -> Layer:
+    """The SBOM files at the CNB SBOM path, in a layer of their own."""
+    project = config.project
+    app = Package(project.name, project.version, project.license)
+    base = _base_name(config) or config.base_image.split(":", 1)[0]
+    args = (app, ctx.packages, base, run_image.manifest_digest, source_date_epoch())
+    stage = ctx.work_dir / "sbom"
+    stage.mkdir(exist_ok=True)
+    (stage / CYCLONEDX).write_bytes(cyclonedx(*args))
+    (stage / SPDX).write_bytes(spdx(*args))
+    target = f"{SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
+    return write_layer(store, [TreeMapping(stage, target)])
+
+
+def _environment(base_env: list[str], config: BuildConfig, ctx: BuildContext) -> list[str]:
     env = dict(item.split("=", 1) for item in base_env if "=" in item)
     base_path = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env["PATH"] = ":".join([*ctx.path_entries, base_path])
     env.update(ctx.env)
     env["PYTHONUNBUFFERED"] = "1"
+    env["CNB_PLATFORM_API"] = PLATFORM_API
+    env.update(config.env)
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def assemble(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext) -> Image:
+def assemble(
+    config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, store: BlobStore
+) -> Image:
     """The final image: run image layers, then ours; a config derived from the run image's."""
     created = datetime.fromtimestamp(source_date_epoch(), timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
@@ -88,29 +184,48 @@ def assemble(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContex
     default = next(p for p in ctx.processes if p.default)
     container["Entrypoint"] = list(default.command)
     container.pop("Cmd", None)  # the base's Cmd (often `python3`) would become arguments
-    container["Env"] = _environment(container.get("Env") or [], ctx)
+    container["Env"] = _environment(container.get("Env") or [], config, ctx)
     container["WorkingDir"] = WORKSPACE
     container["User"] = USER
+    sbom = sbom_layer(config, run_image, ctx, store)
+    runtime = ctx.need_runtime()
+    cnb = {
+        LIFECYCLE_METADATA: lifecycle_metadata(config, plan, run_image, ctx, sbom),
+        RUNTIME_LABEL: {
+            "python": runtime.minor,
+            "version": runtime.version,
+            "interpreter": runtime.interpreter,
+        },
+        PROJECT_METADATA: git_metadata(config.project.root),
+    }
     container["Labels"] = {
         **(container.get("Labels") or {}),
         **labels(config, plan, run_image, ctx),
+        **{k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in cnb.items() if v},
     }
+    commit = (cnb[PROJECT_METADATA] or {}).get("source", {}).get("version", {}).get("commit")
+    if commit:
+        container["Labels"][OCI + "revision"] = commit
+    ours = [*(r.layer for r in ctx.layers), sbom]
     image_config["created"] = created
     image_config["rootfs"] = {
         "type": "layers",
         "diff_ids": [
             *run_image.config["rootfs"]["diff_ids"],
-            *(r.layer.diff_id for r in ctx.layers),
+            *(layer.diff_id for layer in ours),
         ],
     }
     image_config["history"] = [
         *(image_config.get("history") or []),
         *(
             {"created": created, "created_by": f"buildpacks: {r.buildpack} {r.name}"}
-            for r in ctx.layers
+            for r in [
+                *ctx.layers,
+                LayerResult("python-buildpacks/lifecycle", "sbom", SBOM_ROOT, sbom, False),
+            ]
         ),
     ]
-    layers = [*run_image.layers, *(r.layer for r in ctx.layers)]
+    layers = [*run_image.layers, *ours]
     return Image(image_config, layers, reference=config.image)
 
 
