@@ -76,21 +76,24 @@ class Podman:
 
     def run(self, image: str, *command: str, entrypoint: str | None = None) -> str:
         """Run a container to completion and return its standard output."""
+        return self.attempt(image, *command, entrypoint=entrypoint, check=True).stdout
+
+    def attempt(
+        self,
+        image: str,
+        *command: str,
+        entrypoint: str | None = None,
+        env: dict[str, str] | None = None,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a container to completion; the result whatever its exit status."""
         extra = ["--entrypoint", entrypoint] if entrypoint is not None else []
-        out = self(
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=4096:4096",
-            "--ulimit",
-            "nproc=4096:4096",
-            *extra,
-            image,
-            *command,
+        for key, value in (env or {}).items():
+            extra += ["-e", f"{key}={value}"]
+        return self(
+            "run", "--rm", "--network", "host", "--ulimit", "nofile=4096:4096",
+            "--ulimit", "nproc=4096:4096", *extra, image, *command, check=check,
         )
-        return out.stdout
 
     def serve(self, image: str, port: int, name: str) -> None:
         self(
