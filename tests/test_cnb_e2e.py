@@ -23,7 +23,7 @@ def labels_of(config: dict) -> dict:
 
 def test_lifecycle_metadata_matches_the_layers(example_build, base_image):
     project, _ = example_build
-    _, manifest, config = testbed.read_archive_manifest(project / ARCHIVE)
+    _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
     diff_ids = config["rootfs"]["diff_ids"]
     meta = json.loads(labels_of(config)["io.buildpacks.lifecycle.metadata"])
     assert meta["runImage"]["topLayer"] == diff_ids[0]  # the local base has one layer
@@ -46,9 +46,11 @@ def test_sbom_lists_exactly_the_packages_in_the_venv(example_build, podman):
     project, _ = example_build
     podman("load", "-i", str(project / ARCHIVE))
     out = podman.run(
-        "example-service:0.1.0", "-c",
+        "example-service:0.1.0",
+        "-c",
         "import importlib.metadata as m, json;"
-        "print(json.dumps(sorted({(d.metadata['Name'].lower(), d.version) for d in m.distributions()})))",
+        "names = {(d.metadata['Name'].lower(), d.version) for d in m.distributions()};"
+        "print(json.dumps(sorted(names)))",
         entrypoint="python",
     )
     in_image = {tuple(x) for x in json.loads(out)}
@@ -58,11 +60,15 @@ def test_sbom_lists_exactly_the_packages_in_the_venv(example_build, podman):
         with tarfile.open(fileobj=blob, mode="r:gz") as sbom_layer:
             cdx = json.load(sbom_layer.extractfile(f"{SBOM_DIR}/sbom.cdx.json"))
             spdx = json.load(sbom_layer.extractfile(f"{SBOM_DIR}/sbom.spdx.json"))
-    libraries = {(c["name"].lower(), c["version"]) for c in cdx["components"] if c["type"] == "library"}
+    libraries = {
+        (c["name"].lower(), c["version"]) for c in cdx["components"] if c["type"] == "library"
+    }
     app = ("example-service", "0.1.0")
     assert libraries | {app} == in_image
     assert cdx["metadata"]["component"]["purl"] == "pkg:pypi/example-service@0.1.0"
-    assert {"pkg:pypi/flask@3.1.3", "pkg:pypi/markupsafe@3.0.4"} <= {c.get("purl") for c in cdx["components"]}
+    assert {"pkg:pypi/flask@3.1.3", "pkg:pypi/markupsafe@3.0.4"} <= {
+        c.get("purl") for c in cdx["components"]
+    }
     assert any(c["type"] == "container" for c in cdx["components"])  # the base image
     assert {(p["name"].lower(), p["versionInfo"]) for p in spdx["packages"]} == in_image
     flask = next(c for c in cdx["components"] if c["name"].lower() == "flask")
@@ -81,16 +87,35 @@ def test_procfile_processes_table_env_and_git_metadata(session_dir, hatch_env, p
     project = testbed.copy_example(session_dir / "procfile")
     (project / "Procfile").write_text("web: example-service\nworker: echo working $GREETING\n")
     pyproject = project / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace(
-        "[tool.buildpacks]",
-        '[tool.buildpacks]\nprocesses = { hello = "echo hello from $GREETING" }\n'
-        'env = { GREETING = "the image" }',
-    ))
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            "[tool.buildpacks]",
+            '[tool.buildpacks]\nprocesses = { hello = "echo hello from $GREETING" }\n'
+            'env = { GREETING = "the image" }',
+        )
+    )
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run(["git", "remote", "add", "origin", "https://user:token@example.invalid/x.git"],
-                   cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty",
-                    "-m", "x"], cwd=project, check=True)
+    subprocess.run(
+        ["git", "remote", "add", "origin", "https://user:token@example.invalid/x.git"],
+        cwd=project,
+        check=True,
+    )
+    subprocess.run(
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        cwd=project,
+        check=True,
+    )
     result = testbed.hatch_build(project, hatch_env)
     assert result.returncode == 0, result.stdout + result.stderr
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)

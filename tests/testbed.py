@@ -91,8 +91,18 @@ class Podman:
         for key, value in (env or {}).items():
             extra += ["-e", f"{key}={value}"]
         return self(
-            "run", "--rm", "--network", "host", "--ulimit", "nofile=4096:4096",
-            "--ulimit", "nproc=4096:4096", *extra, image, *command, check=check,
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "--ulimit",
+            "nofile=4096:4096",
+            "--ulimit",
+            "nproc=4096:4096",
+            *extra,
+            image,
+            *command,
+            check=check,
         )
 
     def serve(self, image: str, port: int, name: str) -> None:

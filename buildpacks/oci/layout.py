@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.model import INDEX_TYPES, Descriptor, Image, Platform
-from buildpacks.oci.registry import image_from_manifest, select_platform
+from buildpacks.oci.model import INDEX_TYPES, Descriptor, Image, ImageSource, Platform
+from buildpacks.oci.registry import select_platform, source_from_manifest
 
 REF_NAME = "org.opencontainers.image.ref.name"
 
@@ -85,10 +85,11 @@ def _pick(index: dict, tag: str | None, platform: Platform, what: str) -> Descri
     raise BuildError(f"{what}: holds {len(manifests)} images; name one with :TAG")
 
 
-def read_layout(
+@contextmanager
+def layout_source(
     source: Path, tag: str | None, platform: Platform, store: BlobStore, what: str
-) -> Image:
-    """Copy an image of a layout directory or archive into the store, verifying every blob."""
+) -> Iterator[ImageSource]:
+    """An image of a layout directory or archive: manifest and config now, layers on demand."""
     if not source.exists():
         raise BuildError(f"{what}: {source} does not exist")
     with _layout_opener(source) as opener:
@@ -100,6 +101,14 @@ def read_layout(
             desc = select_platform(json.loads(data), platform, what)
             _copy_blob(opener, store, desc, what)
             data = store.path(desc.digest).read_bytes()
-        return image_from_manifest(
+        yield source_from_manifest(
             data, desc.digest, lambda d: _copy_blob(opener, store, d, what), store, what
         )
+
+
+def read_layout(
+    source: Path, tag: str | None, platform: Platform, store: BlobStore, what: str
+) -> Image:
+    """Copy an image of a layout directory or archive into the store, verifying every blob."""
+    with layout_source(source, tag, platform, store, what) as image_source:
+        return image_source.image()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,37 @@ class Layer:
     @property
     def digest(self) -> str:
         return self.descriptor.digest
+
+
+@dataclass
+class ImageSource:
+    """An image whose manifest and config are read, and whose blobs ``fetch`` brings into
+    a local store (verified) only when asked for: inspecting needs no layer at all."""
+
+    reference: str
+    manifest: dict[str, Any]
+    manifest_digest: str
+    config: dict[str, Any]
+    fetch: Callable[[Descriptor], Path]
+
+    @property
+    def layer_descriptors(self) -> list[Descriptor]:
+        return [Descriptor.from_json(d) for d in self.manifest.get("layers", [])]
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list(self.config.get("rootfs", {}).get("diff_ids", []))
+
+    def layer(self, index: int) -> Layer:
+        descriptor = self.layer_descriptors[index]
+        return Layer(descriptor, self.diff_ids[index], self.fetch(descriptor))
+
+    def image(self) -> Image:
+        """The whole image, every layer fetched."""
+        if len(self.diff_ids) != len(self.layer_descriptors):
+            raise ValueError(f"{self.reference}: config and manifest disagree on the layer count")
+        layers = [self.layer(i) for i in range(len(self.diff_ids))]
+        return Image(self.config, layers, self.reference, self.manifest_digest)
 
 
 @dataclass

@@ -16,6 +16,7 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from buildpacks.oci.model import (
     OCI_MANIFEST,
     Descriptor,
     Image,
-    Layer,
+    ImageSource,
     Platform,
     sha256_digest,
 )
@@ -375,6 +376,32 @@ def select_platform(index: dict[str, Any], platform: Platform, what: str) -> Des
     raise BuildError(f"{what} has no image for {platform} (it has: {', '.join(offered) or 'none'})")
 
 
+def source_from_manifest(
+    manifest_bytes: bytes,
+    manifest_digest: str,
+    fetch: Callable[[Descriptor], None],
+    store: BlobStore,
+    reference: str,
+) -> ImageSource:
+    """An ``ImageSource`` for a manifest whose blobs ``fetch`` puts into ``store``."""
+    manifest = json.loads(manifest_bytes)
+    config_desc = Descriptor.from_json(manifest["config"])
+    fetch(config_desc)
+    config = json.loads(store.path(config_desc.digest).read_bytes())
+
+    def fetch_path(descriptor: Descriptor) -> Path:
+        fetch(descriptor)
+        return store.path(descriptor.digest)
+
+    source = ImageSource(reference, manifest, manifest_digest, config, fetch_path)
+    if len(source.diff_ids) != len(source.layer_descriptors):
+        raise BuildError(
+            f"{reference}: config lists {len(source.diff_ids)} layers, "
+            f"manifest {len(source.layer_descriptors)}"
+        )
+    return source
+
+
 def image_from_manifest(
     manifest_bytes: bytes,
     manifest_digest: str,
@@ -382,22 +409,32 @@ def image_from_manifest(
     store: BlobStore,
     reference: str,
 ) -> Image:
-    """Build an ``Image`` from a manifest whose blobs ``fetch`` puts into ``store``."""
-    manifest = json.loads(manifest_bytes)
-    config_desc = Descriptor.from_json(manifest["config"])
-    fetch(config_desc)
-    config = json.loads(store.path(config_desc.digest).read_bytes())
-    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-    layer_descs = [Descriptor.from_json(d) for d in manifest.get("layers", [])]
-    if len(diff_ids) != len(layer_descs):
-        raise BuildError(
-            f"{reference}: config lists {len(diff_ids)} layers, manifest {len(layer_descs)}"
+    """An ``Image`` from a manifest, every blob fetched into ``store``."""
+    return source_from_manifest(manifest_bytes, manifest_digest, fetch, store, reference).image()
+
+
+@contextmanager
+def registry_source(
+    ref: Reference,
+    platform: Platform,
+    store: BlobStore,
+    options: RegistryOptions,
+    transfers: Transfers,
+) -> Iterator[ImageSource]:
+    """The image at ``ref``: manifest and config now, layers when asked for."""
+    client = RegistryClient(ref, options)
+    try:
+        data, digest = client.manifest(ref.identifier)
+        parsed = json.loads(data)
+        if parsed.get("mediaType") in INDEX_TYPES or "manifests" in parsed:
+            chosen = select_platform(parsed, platform, str(ref))
+            data, digest = client.manifest(chosen.digest)
+        store.put_bytes(data)
+        yield source_from_manifest(
+            data, digest, lambda d: client.blob_into(store, d, transfers), store, str(ref)
         )
-    layers = []
-    for desc, diff_id in zip(layer_descs, diff_ids, strict=True):
-        fetch(desc)
-        layers.append(Layer(desc, diff_id, store.path(desc.digest)))
-    return Image(config, layers, reference=reference, manifest_digest=manifest_digest)
+    finally:
+        client.close()
 
 
 def pull(
@@ -408,19 +445,8 @@ def pull(
     transfers: Transfers,
 ) -> Image:
     """Pull an image (manifest, config, layers) into the blob store."""
-    client = RegistryClient(ref, options)
-    try:
-        data, digest = client.manifest(ref.identifier)
-        parsed = json.loads(data)
-        if parsed.get("mediaType") in INDEX_TYPES or "manifests" in parsed:
-            chosen = select_platform(parsed, platform, str(ref))
-            data, digest = client.manifest(chosen.digest)
-        store.put_bytes(data)
-        return image_from_manifest(
-            data, digest, lambda d: client.blob_into(store, d, transfers), store, str(ref)
-        )
-    finally:
-        client.close()
+    with registry_source(ref, platform, store, options, transfers) as source:
+        return source.image()
 
 
 def push(
