@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import platformdirs
 from uv import find_uv_bin
 
-from buildpacks import __version__
+from buildpacks import __version__, inspect, sbom
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
-from buildpacks.lifecycle import build_image
+from buildpacks.lifecycle import build_image, rebase
+from buildpacks.oci import registry
+from buildpacks.oci.archive import write_archive
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.layer import source_date_epoch
+from buildpacks.oci.model import Layer, Platform
+from buildpacks.oci.reference import Reference
+from buildpacks.oci.registry import RegistryOptions
+from buildpacks.oci.source import TRANSPORTS, open_image, open_source
+from buildpacks.progress import Transfers
 from buildpacks.project import project_from_wheel, read_pyproject
 
 
@@ -47,6 +59,95 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store() -> BlobStore:
+    cache = os.environ.get("BP_CACHE_DIR") or platformdirs.user_cache_dir("python-buildpacks")
+    return BlobStore(Path(cache).expanduser() / "blobs")
+
+
+def _options() -> RegistryOptions:
+    """Registry settings for commands run outside a project: from the environment."""
+    insecure = os.environ.get("BP_INSECURE_REGISTRIES", "")
+    return RegistryOptions(
+        insecure=tuple(h.strip() for h in insecure.split(",") if h.strip()),
+        ca_bundle=os.environ.get("BP_REGISTRY_CA") or None,
+    )
+
+
+def _open(ref: str, store: BlobStore):
+    platform = Platform.parse(os.environ.get("BP_PLATFORM", "linux/amd64"))
+    return open_source(ref, platform, store, options=_options(), transfers=Transfers(_stderr))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with _open(args.ref, _store()) as source:
+        report = inspect.inspect(source)
+    print(json.dumps(report, indent=2) if args.json else inspect.render(report))
+    return 0
+
+
+def cmd_sbom(args: argparse.Namespace) -> int:
+    with _open(args.ref, _store()) as source:
+        written = sbom.extract(source, Path(args.output))
+    for path in written:
+        print(path)
+    return 0
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_rebase(args: argparse.Namespace) -> int:
+    store = _store()
+    registry_ref = not args.ref.startswith(TRANSPORTS)
+    if args.publish and not registry_ref:
+        raise BuildError(f"--publish pushes to REF, and {args.ref} is not a registry reference")
+    output = Path(args.output) if args.output else None
+    if output is None and args.ref.startswith("oci-archive:"):
+        output = Path(args.ref.removeprefix("oci-archive:"))
+    if output is None and not args.publish:
+        raise BuildError(
+            f"rebase of {args.ref}: give --publish to push the result, or --output PATH"
+        )
+    with _open(args.ref, store) as source:
+        run_image = args.run_image or inspect.lifecycle_metadata(source)["runImage"].get("image")
+        if not run_image:
+            raise BuildError(
+                f"{args.ref} was built on a local base and records no run image name; "
+                "give --run-image"
+            )
+        platform = Platform(
+            source.config.get("os", "linux"), source.config.get("architecture", "amd64")
+        )
+        new_base = open_image(
+            run_image,
+            platform,
+            store,
+            options=_options(),
+            pull_policy="always",
+            transfers=Transfers(_stderr),
+        )
+
+        def described(i: int) -> Layer:
+            descriptor = source.layer_descriptors[i]
+            return Layer(descriptor, source.diff_ids[i], store.path(descriptor.digest))
+
+        # Pushing back to the registry the image came from needs none of its layers here.
+        layer = described if output is None else source.layer
+        image = rebase.rebase(source, new_base, layer, args.force)
+        name = source.name or args.ref
+    if output is not None:
+        write_archive(image, output, name, source_date_epoch())
+        print(f"Archive: {output}")
+    if args.publish:
+        target = Reference.parse(args.ref)
+        mounts = [] if run_image.startswith(TRANSPORTS) else [Reference.parse(run_image)]
+        registry.push(image, [target], _options(), Transfers(_stderr), mounts)
+        print(f"Pushed {target.registry}/{target.repository}:{target.identifier}@{image.digest()}")
+    print(f"Rebased {args.ref} onto {run_image}: {image.digest()}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="buildpacks", description=__doc__)
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -57,6 +158,33 @@ def parser() -> argparse.ArgumentParser:
     for option in build_config.OPTIONS:
         build.add_argument(f"--{option.key}", help=f"{option.help} [{option.env}]")
     build.set_defaults(func=cmd_build)
+
+    ref_help = "a registry reference, oci-archive:PATH or oci-layout:PATH[:TAG]"
+    inspect_cmd = sub.add_parser(
+        "inspect", help="show what an image is made of (no layer is downloaded)"
+    )
+    inspect_cmd.add_argument("ref", help=ref_help)
+    inspect_cmd.add_argument("--json", action="store_true", help="print JSON")
+    inspect_cmd.set_defaults(func=cmd_inspect)
+
+    sbom_cmd = sub.add_parser(
+        "sbom", help="write an image's SBOM files (only the SBOM layer is downloaded)"
+    )
+    sbom_cmd.add_argument("ref", help=ref_help)
+    sbom_cmd.add_argument(
+        "-o", "--output", default=".", help="directory to write into (default: .)"
+    )
+    sbom_cmd.set_defaults(func=cmd_sbom)
+
+    rebase_cmd = sub.add_parser("rebase", help="put an image's app layers on a newer run image")
+    rebase_cmd.add_argument("ref", help=ref_help)
+    rebase_cmd.add_argument("--run-image", help="the new run image (default: the one it records)")
+    rebase_cmd.add_argument("--publish", action="store_true", help="push the result to REF")
+    rebase_cmd.add_argument("--output", help="write the result as an archive here")
+    rebase_cmd.add_argument(
+        "--force", action="store_true", help="rebase even onto an incompatible run image"
+    )
+    rebase_cmd.set_defaults(func=cmd_rebase)
     return top
 
 

@@ -15,6 +15,9 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from buildpacks import __version__
+from buildpacks.errors import BuildError
+from buildpacks.oci.layer import iter_entries
+from buildpacks.oci.model import ImageSource
 
 SBOM_ROOT = "/layers/sbom/launch"
 CYCLONEDX = "sbom.cdx.json"
@@ -147,3 +150,29 @@ def spdx(
     }
     document["documentNamespace"] = f"https://python-buildpacks.invalid/spdx/{_serial(document)}"
     return json.dumps(document, indent=2, sort_keys=True).encode()
+
+
+def extract(source: ImageSource, out_dir: Path) -> list[Path]:
+    """Write the image's SBOM files under ``out_dir`` (keeping their ``layers/sbom/...`` paths);
+    only the SBOM layer is fetched."""
+    from buildpacks.inspect import lifecycle_metadata  # the reading side of our own labels
+
+    sha = lifecycle_metadata(source).get("sbom", {}).get("sha")
+    if not sha or sha not in source.diff_ids:
+        raise BuildError(f"{source.reference} carries no SBOM layer")
+    layer = source.layer(source.diff_ids.index(sha))
+    written = []
+    for tar, info in iter_entries(layer):
+        name = info.name.removeprefix("./").lstrip("/")
+        if (
+            not info.isfile()
+            or not name.startswith(SBOM_ROOT.lstrip("/") + "/")
+            or ".." in name.split("/")
+        ):
+            continue
+        target = out_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stream = tar.extractfile(info)
+        target.write_bytes(stream.read() if stream else b"")
+        written.append(target)
+    return written

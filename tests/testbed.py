@@ -308,6 +308,33 @@ class FlakyProxy:
         self.server.shutdown()
 
 
+def updated_base(base_spec: str, directory: Path) -> str:
+    """The local Debian base with one more file (/etc/base-update) in a new top layer, as an
+    OS update would give: a new run image for rebase tests."""
+    layout = directory / "layout"
+    if not (layout / "index.json").exists():
+        shutil.copytree(base_spec.removeprefix("oci-layout:").rsplit(":", 1)[0], layout)
+        bundle = directory / "bundle"
+        subprocess.run(
+            ["umoci", "unpack", "--image", f"{layout}:bookworm", str(bundle)],
+            check=True,
+            capture_output=True,
+        )
+        (bundle / "rootfs" / "etc" / "base-update").write_text("patched\n")
+        subprocess.run(
+            ["umoci", "repack", "--image", f"{layout}:bookworm-updated", str(bundle)],
+            check=True,
+            capture_output=True,
+        )
+        shutil.rmtree(bundle)
+    return f"oci-layout:{layout}:bookworm-updated"
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The ``buildpacks`` command line, as a user runs it."""
+    return subprocess.run([str(BIN / "buildpacks"), *args], env=env, capture_output=True, text=True)
+
+
 def build_wheelhouse(directory: Path) -> Path:
     """Our own wheel, where Hatch's build environment will find it."""
     subprocess.run(

@@ -95,15 +95,18 @@ def layout_source(
     with _layout_opener(source) as opener:
         index = json.loads(_read(opener, "index.json", what))
         desc = _pick(index, tag, platform, what)
+        name = (desc.annotations or {}).get(REF_NAME)
         _copy_blob(opener, store, desc, what)
         data = store.path(desc.digest).read_bytes()
         if desc.media_type in INDEX_TYPES:
             desc = select_platform(json.loads(data), platform, what)
             _copy_blob(opener, store, desc, what)
             data = store.path(desc.digest).read_bytes()
-        yield source_from_manifest(
+        source = source_from_manifest(
             data, desc.digest, lambda d: _copy_blob(opener, store, d, what), store, what
         )
+        source.name = name
+        yield source
 
 
 def read_layout(

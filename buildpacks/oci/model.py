@@ -118,6 +118,7 @@ class ImageSource:
     manifest_digest: str
     config: dict[str, Any]
     fetch: Callable[[Descriptor], Path]
+    name: str | None = None  # the image's own name (a layout's ref.name annotation), if any
 
     @property
     def layer_descriptors(self) -> list[Descriptor]:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.archive import read_docker_archive
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.layout import read_layout
-from buildpacks.oci.model import Image, Platform
+from buildpacks.oci.layout import layout_source, read_layout
+from buildpacks.oci.model import Image, ImageSource, Platform
 from buildpacks.oci.reference import Reference
-from buildpacks.oci.registry import RegistryOptions, image_from_manifest, pull
+from buildpacks.oci.registry import RegistryOptions, image_from_manifest, pull, registry_source
 from buildpacks.progress import Transfers
 
 TRANSPORTS = ("oci-layout:", "oci-archive:", "docker-archive:")
@@ -107,3 +109,36 @@ def open_image(
     if image.platform.os != platform.os or image.platform.architecture != platform.architecture:
         raise BuildError(f"base image {spec} is for {image.platform}, the build targets {platform}")
     return image
+
+
+@contextmanager
+def open_source(
+    spec: str,
+    platform: Platform,
+    store: BlobStore,
+    *,
+    options: RegistryOptions | None = None,
+    transfers: Transfers | None = None,
+) -> Iterator[ImageSource]:
+    """The image ``spec`` names, its manifest and config read and its layers fetched only
+    when asked for; for inspecting and rebasing finished images."""
+    if spec.startswith("oci-layout:"):
+        path, tag = split_layout_spec(spec.removeprefix("oci-layout:"))
+        with layout_source(path, tag, platform, store, spec) as source:
+            yield source
+    elif spec.startswith("oci-archive:"):
+        path = Path(spec.removeprefix("oci-archive:")).expanduser()
+        with layout_source(path, None, platform, store, spec) as source:
+            yield source
+    elif spec.startswith("docker-archive:"):
+        raise BuildError(
+            f"{spec}: docker-archive images can be bases only; use oci-archive: for ours"
+        )
+    else:
+        try:
+            ref = Reference.parse(spec)
+        except ValueError as e:
+            raise BuildError(f"image {e}") from None
+        opts = options or RegistryOptions()
+        with registry_source(ref, platform, store, opts, transfers or Transfers(print)) as source:
+            yield source

@@ -1,0 +1,97 @@
+"""rebase: put an image's app layers on a newer run image without rebuilding them.
+
+The layers above the old run image's top layer (per the lifecycle label) are kept as they
+are, digests included; only the config and the manifest are new. Refused, unless forced,
+when the new run image is for another OS or architecture, or lacks the interpreter the
+image's virtual environment points at (another Python minor version breaks the venv)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+
+from buildpacks.buildpacks.runtime import inspect_run_image
+from buildpacks.errors import BuildError
+from buildpacks.inspect import LIFECYCLE, RUNTIME, label_json, lifecycle_metadata
+from buildpacks.oci.model import Image, ImageSource, Layer
+from buildpacks.oci.source import TRANSPORTS
+
+BASE_LABELS = "io.buildpacks.base."
+OCI = "org.opencontainers.image."
+
+
+def check_compatible(source: ImageSource, new_base: Image, force: bool) -> list[str]:
+    """Reasons the new run image does not fit; raises unless ``force``."""
+    problems = []
+    old = f"{source.config.get('os')}/{source.config.get('architecture')}"
+    new = f"{new_base.platform.os}/{new_base.platform.architecture}"
+    if old != new:
+        problems.append(f"it is for {new}, the image for {old}")
+    runtime = label_json(source, RUNTIME)
+    interpreter = runtime.get("interpreter", "")
+    if interpreter:
+        machine = new_base.platform.machine
+        found = ["/" + p for p in inspect_run_image(new_base, machine)["interpreters"]]
+        if interpreter not in found:
+            problems.append(
+                f"it has no {interpreter} (Python {runtime.get('python')}, which the image's "
+                f"virtual environment runs on; it has: {', '.join(found) or 'no Python'})"
+            )
+    if problems and not force:
+        raise BuildError(
+            f"rebase of {source.reference} onto {new_base.reference} refused: "
+            + "; ".join(problems)
+            + " (--force rebases anyway)"
+        )
+    return problems
+
+
+def rebase(
+    source: ImageSource,
+    new_base: Image,
+    app_layer: Callable[[int], Layer],
+    force: bool = False,
+) -> Image:
+    """The image of ``source`` on ``new_base``; ``app_layer(i)`` gives layer ``i`` of the source
+    (fetched, or only described when the target already has it)."""
+    meta = lifecycle_metadata(source)
+    top = meta["runImage"]["topLayer"]
+    if top not in source.diff_ids:
+        raise BuildError(f"{source.reference}: run image top layer {top} is not among its layers")
+    check_compatible(source, new_base, force)
+    first_app = source.diff_ids.index(top) + 1
+    app_layers = [app_layer(i) for i in range(first_app, len(source.diff_ids))]
+
+    config = copy.deepcopy(source.config)
+    container = config.setdefault("config", {})
+    base_labels = (new_base.config.get("config") or {}).get("Labels") or {}
+    labels = {
+        k: v for k, v in (container.get("Labels") or {}).items() if not k.startswith(BASE_LABELS)
+    }
+    labels.update({k: v for k, v in base_labels.items() if k.startswith(BASE_LABELS)})
+    name = "" if new_base.reference.startswith(TRANSPORTS) else new_base.reference
+    base_digest = new_base.manifest_digest or new_base.digest()
+    meta["runImage"] = {
+        "topLayer": new_base.config["rootfs"]["diff_ids"][-1],
+        "reference": base_digest,
+        "image": name,
+    }
+    labels[LIFECYCLE] = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+    labels[OCI + "base.digest"] = base_digest
+    if name:
+        labels[OCI + "base.name"] = name
+    else:
+        labels.pop(OCI + "base.name", None)
+    container["Labels"] = labels
+    config["rootfs"] = {
+        "type": "layers",
+        "diff_ids": [
+            *new_base.config["rootfs"]["diff_ids"],
+            *(layer.diff_id for layer in app_layers),
+        ],
+    }
+    old_history = source.config.get("history") or []
+    app_history = [h for h in old_history if not h.get("empty_layer")][first_app:]
+    config["history"] = [*(new_base.config.get("history") or []), *app_history]
+    return Image(config, [*new_base.layers, *app_layers], reference=source.reference)
