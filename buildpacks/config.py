@@ -89,6 +89,13 @@ OPTIONS = (
     Option("env", "", dict, None, "environment variables of the running image"),
     Option("daemon", "BP_DAEMON", bool, "false", "also load the image into the Docker API daemon"),
     Option(
+        "cache-image",
+        "BP_CACHE_IMAGE",
+        str,
+        None,
+        "registry reference where the layer cache is stored for builders that share no disk",
+    ),
+    Option(
         "cache-dir",
         "BP_CACHE_DIR",
         str,
@@ -117,6 +124,7 @@ class BuildConfig:
     insecure_registries: tuple[str, ...]
     registry_ca: str | None
     daemon: bool
+    cache_image: str | None
     cache_dir: Path
     output_dir: Path
     origins: dict[str, str] = field(default_factory=dict)
@@ -298,6 +306,7 @@ def resolve(
         insecure_registries=tuple(setting(values, "insecure-registries") or ()),
         registry_ca=values.get("registry-ca"),
         daemon=setting(values, "daemon"),
+        cache_image=values.get("cache-image"),
         cache_dir=cache_dir.expanduser(),
         output_dir=output_dir,
         origins=origins,

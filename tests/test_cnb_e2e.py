@@ -150,3 +150,33 @@ def test_corrupt_cache_entries_are_detected_and_rebuilt(session_dir, hatch_env, 
     assert testbed.read_archive_manifest(project / ARCHIVE)[0] == good
     podman("load", "-i", str(project / ARCHIVE))
     assert podman.run("example-service:0.1.0", "-c", "import flask", entrypoint="python") == ""
+
+
+def test_previous_archive_and_cache_image_restore_layers_without_reinstalling(
+    session_dir, hatch_env, registry
+):
+    cache_image = f"{registry.host}/team/app-cache:latest"
+    first = testbed.copy_example(session_dir / "cache-image-a")
+    env_a = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "cache-a")}
+    env_a["BP_CACHE_IMAGE"] = cache_image
+    built = testbed.hatch_build(first, env_a)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "Installing 8 requirement(s)" in built.stdout + built.stderr
+    digest = testbed.read_archive_manifest(first / ARCHIVE)[0]
+
+    # Another machine: no local cache, no dist/, only the cache image in the registry.
+    second = testbed.copy_example(session_dir / "cache-image-b")
+    env_b = {**env_a, "BP_CACHE_DIR": str(session_dir / "cache-b")}
+    again = testbed.hatch_build(second, env_b)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "Installing" not in out
+    assert "Restored python-buildpacks/dependencies venv layer" in out
+    assert testbed.read_archive_manifest(second / ARCHIVE)[0] == digest
+
+    # The archive left in dist/ by the last build serves too, with an empty cache.
+    env_c = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "cache-c")}
+    third = testbed.hatch_build(second, env_c)
+    assert third.returncode == 0 and "Installing" not in third.stdout + third.stderr
+    assert "Previous image oci-archive:" in third.stdout + third.stderr
+    assert testbed.read_archive_manifest(second / ARCHIVE)[0] == digest

@@ -57,6 +57,8 @@ class LayerResult:
     path: str
     layer: Layer
     cached: bool
+    key: str = ""  # the hash of the layer's inputs, when it is cacheable
+    extra: dict[str, Any] = field(default_factory=dict)  # data recorded with it (e.g. packages)
 
 
 @dataclass
@@ -75,6 +77,8 @@ class BuildContext:
     processes: list[Process] = field(default_factory=list)
     layers: list[LayerResult] = field(default_factory=list)
     packages: list[Package] = field(default_factory=list)  # for the SBOM
+    # Layers of a previous image or cache image, by cache key; fetched only if used.
+    reusable: dict[str, Callable[[], tuple[Layer, dict[str, Any]]]] = field(default_factory=dict)
 
     def need_runtime(self) -> Runtime:
         if self.runtime is None:
@@ -112,6 +116,31 @@ def cached_layer(ctx: BuildContext, key: str) -> tuple[Layer, dict[str, Any]] | 
         return Layer(descriptor, data["diff_id"], path), data.get("extra", {})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def reuse_or_build(
+    ctx: BuildContext,
+    buildpack: str,
+    name: str,
+    path: str,
+    key: str,
+    build: Callable[[], tuple[Layer, dict[str, Any]]],
+) -> LayerResult:
+    """The layer for ``key``: from the local cache, else from a previous image or the cache
+    image (restored), else built; recorded in the local cache and added to ``ctx.layers``."""
+    hit = cached_layer(ctx, key)
+    cached = hit is not None
+    if hit is None and key in ctx.reusable:
+        hit = ctx.reusable[key]()
+        ctx.log(f"Restored {buildpack} {name} layer {hit[0].digest[:19]} from a previous image")
+        remember_layer(ctx, key, *hit)
+        cached = True
+    if hit is None:
+        hit = build()
+        remember_layer(ctx, key, *hit)
+    result = LayerResult(buildpack, name, path, hit[0], cached, key, hit[1])
+    ctx.layers.append(result)
+    return result
 
 
 def remember_layer(

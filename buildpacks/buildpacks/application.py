@@ -5,6 +5,7 @@ shebangs that name the venv's interpreter in the image; no bytecode is compiled.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
@@ -13,17 +14,16 @@ from installer.sources import WheelFile
 from buildpacks.buildpacks import (
     WORKSPACE,
     BuildContext,
-    LayerResult,
     Runtime,
     cache_key,
-    cached_layer,
     layer_path,
-    remember_layer,
+    reuse_or_build,
 )
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import file_digest
 from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.oci.model import Layer
 
 ID = "python-buildpacks/application"
 VERSION = "0.1.0"
@@ -74,23 +74,20 @@ class ApplicationBuildpack:
                 "interpreter": venv_python,
             }
         )
-        hit = cached_layer(ctx, key)
-        cached = hit is not None
-        layer = hit[0] if hit else None
-        if layer is None:
+
+        def build_app() -> tuple[Layer, dict[str, Any]]:
             stage = ctx.work_dir / "app"
             install_wheel(ctx.wheel, stage, runtime, venv_python)
             workspace = ctx.work_dir / "workspace"
             workspace.mkdir()
-            layer = write_layer(
-                ctx.store, [TreeMapping(stage, APP), TreeMapping(workspace, WORKSPACE)]
-            )
-            remember_layer(ctx, key, layer)
+            mappings = [TreeMapping(stage, APP), TreeMapping(workspace, WORKSPACE)]
+            return write_layer(ctx.store, mappings), {}
+
+        result = reuse_or_build(ctx, ID, "app", APP, key, build_app)
         ctx.log(
-            f"Application {ctx.wheel.name}: layer {layer.digest[:19]}"
-            + (" (cached)" if cached else "")
+            f"Application {ctx.wheel.name}: layer {result.layer.digest[:19]}"
+            + (" (cached)" if result.cached else "")
         )
-        ctx.layers.append(LayerResult(ID, "app", APP, layer, cached))
         ctx.path_entries.append(BIN)
 
 

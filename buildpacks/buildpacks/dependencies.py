@@ -16,22 +16,22 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from uv import find_uv_bin
 
 from buildpacks.buildpacks import (
     BuildContext,
-    LayerResult,
     Runtime,
     application,
     cache_key,
-    cached_layer,
     layer_path,
-    remember_layer,
+    reuse_or_build,
 )
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.oci.model import Layer
 from buildpacks.sbom import Package, packages_in
 
 ID = "python-buildpacks/dependencies"
@@ -193,9 +193,8 @@ class DependenciesBuildpack:
                 "index": {name: os.environ.get(name, "") for name in _INDEX_ENV},
             }
         )
-        hit = cached_layer(ctx, key)
-        cached = hit is not None
-        if hit is None:
+
+        def build_venv() -> tuple[Layer, dict[str, Any]]:
             ctx.log(f"Installing {len(requirements)} requirement(s) for {runtime.wheel_platform}")
             installed = ctx.work_dir / "uv-target"
             install(requirements, installed, runtime)
@@ -203,13 +202,12 @@ class DependenciesBuildpack:
             make_venv(stage, installed, runtime)
             packages = packages_in(stage / "lib" / f"python{runtime.minor}" / "site-packages")
             layer = write_layer(ctx.store, [TreeMapping(stage, VENV)])
-            remember_layer(ctx, key, layer, {"packages": [p.to_json() for p in packages]})
-        else:
-            layer, extra = hit
-            packages = [Package(**p) for p in extra.get("packages", [])]
+            return layer, {"packages": [p.to_json() for p in packages]}
+
+        result = reuse_or_build(ctx, ID, "venv", VENV, key, build_venv)
+        if result.cached:
             ctx.log("Reusing cached dependencies layer")
-        ctx.packages.extend(packages)
-        ctx.layers.append(LayerResult(ID, "venv", VENV, layer, cached))
+        ctx.packages.extend(Package(**p) for p in result.extra.get("packages", []))
         ctx.env["VIRTUAL_ENV"] = VENV
         ctx.path_entries.append(f"{VENV}/bin")
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from buildpacks.config import BuildConfig
-from buildpacks.lifecycle import analyze, build, detect, export
+from buildpacks.lifecycle import analyze, build, detect, export, restore
 from buildpacks.oci.blobs import BlobStore
 
 
@@ -33,11 +34,15 @@ def build_image(
     store = BlobStore(config.cache_dir / "blobs")
     log("===> DETECTING")
     plan = detect.detect(config, log)
-    log("===> ANALYZING")
-    run_image = analyze.analyze(config, store, log)
-    log("===> BUILDING")
-    with tempfile.TemporaryDirectory(prefix="buildpacks-") as work:
-        built = build.build(config, plan, wheel, run_image, store, Path(work), log)
+    with ExitStack() as stack:
+        log("===> ANALYZING")
+        run_image = analyze.analyze(config, store, log)
+        log("===> RESTORING")
+        previous = restore.previous_sources(config, str(export.archive_path(config)))
+        reusable = restore.restore(config, previous, store, stack, log)
+        log("===> BUILDING")
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buildpacks-")))
+        built = build.build(config, plan, wheel, run_image, store, work, log, reusable)
         log("===> EXPORTING")
         image = export.assemble(config, plan, run_image, built, store)
     archive = export.write(config, image, log)
@@ -45,6 +50,8 @@ def build_image(
         export.to_daemon(archive, log)
     if config.publish:
         export.publish(config, image, archive, log)
+    if config.cache_image:
+        export.publish_cache(config, built, log)
     return BuildResult(
         config.image, image.digest(), archive, tuple(r.layer.digest for r in built.layers)
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from buildpacks.buildpacks import BuildContext
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle.detect import Plan
+from buildpacks.lifecycle.restore import Restorer
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import Image
 
@@ -20,9 +21,10 @@ def build(
     store: BlobStore,
     work_dir: Path,
     log: Callable[[str], None],
+    reusable: dict[str, Restorer] | None = None,
 ) -> BuildContext:
     """Run the plan's buildpacks in order in a fresh context and return it, filled."""
-    ctx = BuildContext(config, wheel, run_image, store, work_dir, log)
+    ctx = BuildContext(config, wheel, run_image, store, work_dir, log, reusable=reusable or {})
     for bp in plan.buildpacks:
         bp.build(ctx)
     return ctx

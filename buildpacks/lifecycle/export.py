@@ -21,8 +21,10 @@ from buildpacks.buildpacks import (
     processes,
 )
 from buildpacks.config import BuildConfig
+from buildpacks.inspect import BUILD, LIFECYCLE, RUNTIME
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
+from buildpacks.lifecycle.restore import CACHE_LABEL
 from buildpacks.oci import daemon, registry
 from buildpacks.oci.archive import write_archive
 from buildpacks.oci.blobs import BlobStore
@@ -36,10 +38,7 @@ from buildpacks.sbom import CYCLONEDX, SBOM_ROOT, SPDX, Package, cyclonedx, spdx
 # The non-root user of CNB run images; numeric, so no passwd entry is needed in the base.
 USER = "1000:1000"
 OCI = "org.opencontainers.image."
-BUILD_METADATA = "io.buildpacks.build.metadata"
-LIFECYCLE_METADATA = "io.buildpacks.lifecycle.metadata"
 PROJECT_METADATA = "io.buildpacks.project.metadata"
-RUNTIME_LABEL = "io.python-buildpacks.runtime"
 PLATFORM_API = "0.13"
 
 
@@ -79,7 +78,7 @@ def labels(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext)
         ],
         "launcher": {"version": "", "source": {}},
     }
-    out[BUILD_METADATA] = json.dumps(build_metadata, sort_keys=True, separators=(",", ":"))
+    out[BUILD] = json.dumps(build_metadata, sort_keys=True, separators=(",", ":"))
     return {k: v for k, v in out.items() if v}
 
 
@@ -120,8 +119,8 @@ def lifecycle_metadata(
                 "sha": r.layer.diff_id,
                 "launch": True,
                 "build": False,
-                "cache": False,
-                "data": {},
+                "cache": bool(r.key),
+                "data": {"cache-key": r.key, **r.extra} if r.key else {},
             }
     app = next(r for r in ctx.layers if r.buildpack == application.ID)
     config_layer = next(r for r in ctx.layers if r.buildpack == processes.ID)
@@ -190,8 +189,8 @@ def assemble(
     sbom = sbom_layer(config, run_image, ctx, store)
     runtime = ctx.need_runtime()
     cnb = {
-        LIFECYCLE_METADATA: lifecycle_metadata(config, plan, run_image, ctx, sbom),
-        RUNTIME_LABEL: {
+        LIFECYCLE: lifecycle_metadata(config, plan, run_image, ctx, sbom),
+        RUNTIME: {
             "python": runtime.minor,
             "version": runtime.version,
             "interpreter": runtime.interpreter,
@@ -257,6 +256,33 @@ def publish(config: BuildConfig, image: Image, archive: Path, log: Callable[[str
     for target in targets:
         log(f"Pushed {target.registry}/{target.repository}:{target.tag}@{digest}")
     return digest
+
+
+def publish_cache(config: BuildConfig, ctx: BuildContext, log: Callable[[str], None]) -> None:
+    """Push the cacheable layers as the cache image, for builders that share no disk."""
+    assert config.cache_image
+    cacheable = [r for r in ctx.layers if r.key]
+    label = {
+        "layers": [{"key": r.key, "diffId": r.layer.diff_id, "extra": r.extra} for r in cacheable]
+    }
+    image = Image(
+        {
+            "os": config.platform.os,
+            "architecture": config.platform.architecture,
+            "config": {"Labels": {CACHE_LABEL: json.dumps(label, sort_keys=True)}},
+            "rootfs": {"type": "layers", "diff_ids": [r.layer.diff_id for r in cacheable]},
+        },
+        [r.layer for r in cacheable],
+    )
+    mounts = [] if config.image.startswith(TRANSPORTS) else [Reference.parse(config.image)]
+    digest = registry.push(
+        image,
+        [Reference.parse(config.cache_image)],
+        registry_options(config),
+        Transfers(log),
+        mounts,
+    )
+    log(f"Cache image {config.cache_image}@{digest}")
 
 
 def to_daemon(archive: Path, log: Callable[[str], None]) -> None:

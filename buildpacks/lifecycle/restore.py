@@ -1,0 +1,84 @@
+"""restore: offer the layers of previous images (the last archive in dist/, the published
+image, the cache image) to the buildpacks, by cache key. A layer's blob is fetched only if a
+buildpack asks for its key, so nothing is downloaded for layers that will be rebuilt."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from buildpacks.config import BuildConfig
+from buildpacks.errors import BuildError
+from buildpacks.inspect import LIFECYCLE, label_json
+from buildpacks.lifecycle.analyze import registry_options
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.model import ImageSource, Layer
+from buildpacks.oci.source import open_source
+from buildpacks.progress import Transfers
+
+CACHE_LABEL = "io.python-buildpacks.cache"
+
+Restorer = Callable[[], tuple[Layer, dict[str, Any]]]
+
+
+def cached_keys(source: ImageSource) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Cache key → (layer index, recorded data), from a cache image's label or an app
+    image's lifecycle label (``data.cache-key`` of each buildpack layer)."""
+    keys: dict[str, tuple[int, dict[str, Any]]] = {}
+    for entry in label_json(source, CACHE_LABEL).get("layers", []):
+        if entry.get("diffId") in source.diff_ids:
+            keys[entry["key"]] = (source.diff_ids.index(entry["diffId"]), entry.get("extra", {}))
+    for bp in label_json(source, LIFECYCLE).get("buildpacks", []):
+        for layer in bp.get("layers", {}).values():
+            data = dict(layer.get("data") or {})
+            key = data.pop("cache-key", None)
+            if key and layer.get("sha") in source.diff_ids:
+                keys.setdefault(key, (source.diff_ids.index(layer["sha"]), data))
+    return keys
+
+
+def previous_sources(config: BuildConfig, archive: str) -> list[str]:
+    """Where earlier builds of this image may be found, most local first."""
+    specs = [f"oci-archive:{archive}"]
+    if config.publish:
+        specs.append(config.image)
+    if config.cache_image:
+        specs.append(config.cache_image)
+    return specs
+
+
+def restore(
+    config: BuildConfig,
+    specs: list[str],
+    store: BlobStore,
+    stack: ExitStack,
+    log: Callable[[str], None],
+) -> dict[str, Restorer]:
+    """Restorers for every cache key found in the images at ``specs`` that exist; the images
+    stay open (on ``stack``) until the build ends."""
+    found: dict[str, Restorer] = {}
+    for spec in specs:
+        if spec.startswith("oci-archive:") and not spec.endswith(".tar"):
+            continue
+        try:
+            source = stack.enter_context(
+                open_source(
+                    spec,
+                    config.platform,
+                    store,
+                    options=registry_options(config),
+                    transfers=Transfers(log),
+                )
+            )
+        except (BuildError, OSError, json.JSONDecodeError) as e:
+            if not spec.startswith("oci-archive:"):
+                log(f"No previous image at {spec} ({e})")
+            continue
+        keys = cached_keys(source)
+        for key, (index, extra) in keys.items():
+            found.setdefault(key, lambda s=source, i=index, x=extra: (s.layer(i), x))
+        if keys:
+            log(f"Previous image {spec}: {len(keys)} reusable layer(s)")
+    return found
