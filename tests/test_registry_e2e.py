@@ -289,6 +289,30 @@ def test_daemon_load_into_podmans_docker_api(session_dir, hatch_env, podman):
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Loaded into the daemon" in result.stdout + result.stderr
+        digest = testbed.read_archive_manifest(
+            session_dir / "daemon" / "dist/daemon-example-0.1.0.tar"
+        )[0]
+        # A builder with no cache and no dist/ reuses the layers of the daemon's previous image.
+        again_project = testbed.copy_example(session_dir / "daemon-again")
+        again = testbed.hatch_build(
+            again_project,
+            hatch_env,
+            {
+                "BP_DAEMON": "true",
+                "DOCKER_HOST": f"unix://{socket_path}",
+                "BP_IMAGE": "daemon-example:0.1.0",
+                "BP_CACHE_DIR": str(session_dir / "daemon-cache"),
+            },
+        )
+        out = again.stdout + again.stderr
+        assert again.returncode == 0, out
+        assert (
+            "Restored python-buildpacks/dependencies venv layer" in out and "Installing" not in out
+        )
+        assert (
+            testbed.read_archive_manifest(again_project / "dist/daemon-example-0.1.0.tar")[0]
+            == digest
+        )
         port = testbed.free_port()
         podman("rm", "-f", "from-daemon", check=False)
         podman.serve("daemon-example:0.1.0", port, "from-daemon")

@@ -11,10 +11,11 @@ from typing import Any
 
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
-from buildpacks.inspect import LIFECYCLE, label_json
+from buildpacks.inspect import LIFECYCLE
 from buildpacks.lifecycle.analyze import registry_options
+from buildpacks.oci import daemon
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.model import ImageSource, Layer
+from buildpacks.oci.model import Layer
 from buildpacks.oci.source import open_source
 from buildpacks.progress import Transfers
 
@@ -23,20 +24,40 @@ CACHE_LABEL = "io.python-buildpacks.cache"
 Restorer = Callable[[], tuple[Layer, dict[str, Any]]]
 
 
-def cached_keys(source: ImageSource) -> dict[str, tuple[int, dict[str, Any]]]:
-    """Cache key → (layer index, recorded data), from a cache image's label or an app
+def cached_keys(labels: dict[str, str]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Cache key → (layer diff ID, recorded data), from a cache image's label or an app
     image's lifecycle label (``data.cache-key`` of each buildpack layer)."""
-    keys: dict[str, tuple[int, dict[str, Any]]] = {}
-    for entry in label_json(source, CACHE_LABEL).get("layers", []):
-        if entry.get("diffId") in source.diff_ids:
-            keys[entry["key"]] = (source.diff_ids.index(entry["diffId"]), entry.get("extra", {}))
-    for bp in label_json(source, LIFECYCLE).get("buildpacks", []):
+    keys: dict[str, tuple[str, dict[str, Any]]] = {}
+    for entry in json_label(labels, CACHE_LABEL).get("layers", []):
+        keys[entry["key"]] = (entry["diffId"], entry.get("extra", {}))
+    for bp in json_label(labels, LIFECYCLE).get("buildpacks", []):
         for layer in bp.get("layers", {}).values():
             data = dict(layer.get("data") or {})
             key = data.pop("cache-key", None)
-            if key and layer.get("sha") in source.diff_ids:
-                keys.setdefault(key, (source.diff_ids.index(layer["sha"]), data))
+            if key and layer.get("sha"):
+                keys.setdefault(key, (layer["sha"], data))
     return keys
+
+
+def json_label(labels: dict[str, str], key: str) -> dict[str, Any]:
+    try:
+        return json.loads(labels.get(key) or "{}")
+    except ValueError:
+        return {}
+
+
+def from_daemon(
+    reference: str, store: BlobStore, log: Callable[[str], None]
+) -> dict[str, Restorer]:
+    """Restorers for the layers of the daemon's previous image of ``reference``."""
+    labels = daemon.image_labels(reference)
+    keys = cached_keys(labels or {})
+    if keys:
+        log(f"Previous image {reference} in the daemon: {len(keys)} reusable layer(s)")
+    return {
+        key: (lambda d=diff_id, x=extra: (daemon.restore_layer(reference, d, store), x))
+        for key, (diff_id, extra) in keys.items()
+    }
 
 
 def previous_sources(config: BuildConfig, archive: str) -> list[str]:
@@ -76,9 +97,14 @@ def restore(
             if not spec.startswith("oci-archive:"):
                 log(f"No previous image at {spec} ({e})")
             continue
-        keys = cached_keys(source)
-        for key, (index, extra) in keys.items():
+        labels = source.config.get("config", {}).get("Labels") or {}
+        keys = {k: v for k, v in cached_keys(labels).items() if v[0] in source.diff_ids}
+        for key, (diff_id, extra) in keys.items():
+            index = source.diff_ids.index(diff_id)
             found.setdefault(key, lambda s=source, i=index, x=extra: (s.layer(i), x))
         if keys:
             log(f"Previous image {spec}: {len(keys)} reusable layer(s)")
+    if config.daemon:
+        for key, restorer in from_daemon(config.image, store, log).items():
+            found.setdefault(key, restorer)
     return found

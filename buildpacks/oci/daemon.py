@@ -1,31 +1,98 @@
 """The daemon backend: loading an image archive into a Docker Engine API (Docker, or
-podman's compatible service) named by ``DOCKER_HOST``, with the ``docker`` SDK."""
+podman's compatible service) named by ``DOCKER_HOST``, with the ``docker`` SDK; and reading a
+previous image back from it (labels, and single layers when a build reuses them)."""
 
 from __future__ import annotations
 
+import json
 import os
+import tarfile
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from buildpacks.errors import BuildError
+from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.layer import compress
+from buildpacks.oci.model import Layer
+
+
+def _where() -> str:
+    return os.environ.get("DOCKER_HOST", "the default socket")
+
+
+def _client() -> Any:
+    import docker  # imported here: only builds that use a daemon need it
+
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as e:
+        raise BuildError(f"cannot reach the Docker daemon at {_where()}: {e}") from None
 
 
 def load(archive: Path) -> list[str]:
     """Load the archive; returns the tags the daemon reports."""
-    import docker  # imported here: only builds that ask for a daemon need it
+    import docker
 
-    where = os.environ.get("DOCKER_HOST", "the default socket")
     try:
-        client = docker.from_env()
+        client = _client()
         with open(archive, "rb") as f:
             answers = list(client.api.load_image(f))
         client.close()
     except docker.errors.DockerException as e:
-        raise BuildError(f"cannot load the image into the Docker daemon at {where}: {e}") from None
+        raise BuildError(
+            f"cannot load the image into the Docker daemon at {_where()}: {e}"
+        ) from None
     tags = []
     for answer in answers:
         if "error" in answer:
-            raise BuildError(f"the Docker daemon at {where} refused the image: {answer['error']}")
+            raise BuildError(
+                f"the Docker daemon at {_where()} refused the image: {answer['error']}"
+            )
         stream = answer.get("stream", "")
         if "Loaded image" in stream:
             tags.append(stream.split(":", 1)[1].strip())
     return tags
+
+
+def image_labels(reference: str) -> dict[str, str] | None:
+    """The labels of the daemon's image ``reference``; None if it has no such image or the
+    daemon cannot be reached (a previous image is optional)."""
+    import docker
+
+    try:
+        client = _client()
+        labels = client.images.get(reference).attrs.get("Config", {}).get("Labels") or {}
+        client.close()
+        return labels
+    except (docker.errors.DockerException, BuildError):
+        return None
+
+
+def restore_layer(reference: str, diff_id: str, store: BlobStore) -> Layer:
+    """One layer of the daemon's image, gzipped as we write layers, so the blob — and the
+    image digest — come out as they were built. Checked against ``diff_id``."""
+    import docker
+
+    with tempfile.TemporaryDirectory(prefix="buildpacks-daemon-") as tmp:
+        saved = Path(tmp) / "image.tar"
+        try:
+            client = _client()
+            with open(saved, "wb") as f:
+                for chunk in client.images.get(reference).save(named=False):
+                    f.write(chunk)
+            client.close()
+        except docker.errors.DockerException as e:
+            raise BuildError(
+                f"cannot read {reference} from the Docker daemon at {_where()}: {e}"
+            ) from None
+        with tarfile.open(saved) as tar:
+            entry = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+            config = json.load(tar.extractfile(entry["Config"]))  # type: ignore[arg-type]
+            index = config["rootfs"]["diff_ids"].index(diff_id)
+            layer = compress(store, tar.extractfile(entry["Layers"][index]))  # type: ignore[arg-type]
+    if layer.diff_id != diff_id:
+        raise BuildError(
+            f"layer {diff_id} of {reference} in the daemon has content {layer.diff_id}"
+        )
+    return layer

@@ -11,6 +11,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -77,6 +78,33 @@ def _normal_mode(st_mode: int) -> int:
     return 0o644
 
 
+@contextmanager
+def _gzip_blob(
+    store: BlobStore, compresslevel: int
+) -> Iterator[tuple[_HashingWriter, list[Layer]]]:
+    """A writable uncompressed stream; on exit its gzip (no name, no time, fixed level) is a
+    blob of ``store``, described in the one-element list."""
+    out: list[Layer] = []
+    with store.writer() as (f, temp):
+        compressed = _HashingWriter(f)
+        gz = gzip.GzipFile(
+            filename="", mode="wb", fileobj=compressed, compresslevel=compresslevel, mtime=0
+        )
+        raw = _HashingWriter(gz)  # type: ignore[arg-type]
+        yield raw, out
+        gz.close()
+        f.close()
+        digest = "sha256:" + compressed.sha.hexdigest()
+        path = store.adopt(temp, digest)
+    out.append(
+        Layer(
+            Descriptor(OCI_LAYER_GZIP, digest, compressed.size),
+            "sha256:" + raw.sha.hexdigest(),
+            path,
+        )
+    )
+
+
 def write_layer(
     store: BlobStore,
     mappings: list[TreeMapping],
@@ -90,25 +118,25 @@ def write_layer(
     extracts the same on any base. Equal trees give byte-identical blobs.
     """
     mtime = source_date_epoch() if mtime is None else mtime
-    with store.writer() as (f, temp):
-        compressed = _HashingWriter(f)
-        gz = gzip.GzipFile(
-            filename="", mode="wb", fileobj=compressed, compresslevel=compresslevel, mtime=0
-        )
-        raw = _HashingWriter(gz)  # type: ignore[arg-type]
-        with tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            written: set[str] = set()
-            for mapping in sorted(mappings, key=lambda m: m.target):
-                target = PurePosixPath(mapping.target)
-                for parent in reversed(target.parents):
-                    _add_dir(tar, str(parent), mtime, written)
-                _add_tree(tar, mapping.source, str(target).lstrip("/"), mtime, written)
-        gz.close()
-        f.close()
-        digest = "sha256:" + compressed.sha.hexdigest()
-        path = store.adopt(temp, digest)
-    descriptor = Descriptor(OCI_LAYER_GZIP, digest, compressed.size)
-    return Layer(descriptor, "sha256:" + raw.sha.hexdigest(), path)
+    with (
+        _gzip_blob(store, compresslevel) as (raw, out),
+        tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        written: set[str] = set()
+        for mapping in sorted(mappings, key=lambda m: m.target):
+            target = PurePosixPath(mapping.target)
+            for parent in reversed(target.parents):
+                _add_dir(tar, str(parent), mtime, written)
+            _add_tree(tar, mapping.source, str(target).lstrip("/"), mtime, written)
+    return out[0]
+
+
+def compress(store: BlobStore, tar_stream: BinaryIO, compresslevel: int = 6) -> Layer:
+    """Gzip an uncompressed layer as ``write_layer`` does: the same tar gives the same blob."""
+    with _gzip_blob(store, compresslevel) as (raw, out):
+        while chunk := tar_stream.read(1 << 20):
+            raw.write(chunk)
+    return out[0]
 
 
 def _add_dir(tar: tarfile.TarFile, name: str, mtime: int, written: set[str]) -> None:
