@@ -82,3 +82,13 @@ def test_unknown_key_suggests_the_nearest():
 def test_invalid_image_reference_is_named():
     with pytest.raises(BuildError, match=r"image \(BP_IMAGE\).*must be lowercase"):
         resolve(project(), Path("/out"), env={"BP_IMAGE": "Bad/Name:1"})
+
+
+def test_readme_documents_every_key():
+    from buildpacks.config import OPTIONS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for option in OPTIONS:
+        assert f"| `{option.key}` |" in readme, option.key
+        if option.env:
+            assert f"`{option.env}`" in readme, option.env
