@@ -1,0 +1,239 @@
+"""Lock files, read into the requirements the dependencies layer installs.
+
+Preference when several exist: ``uv.lock``, ``pylock.toml`` (PEP 751), ``poetry.lock``,
+``requirements.txt``, ``Pipfile.lock``. Markers are evaluated for the *image* (its Python, its
+machine, the selected extras and dependency groups), never for the host. The result is a
+requirements text with pins and hashes; uv verifies the hashes when it installs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.markers import InvalidMarker, Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from buildpacks.errors import BuildError
+from buildpacks.toml import read_toml
+
+LOCK_FILES = ("uv.lock", "pylock.toml", "poetry.lock", "requirements.txt", "Pipfile.lock")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What markers are evaluated against: the image, not the machine that builds it."""
+
+    python_version: str  # X.Y.Z (or X.Y)
+    machine: str  # x86_64, aarch64
+    extras: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+
+    def environment(self) -> dict[str, Any]:
+        minor = ".".join(self.python_version.split(".")[:2])
+        full = self.python_version if self.python_version.count(".") >= 2 else f"{minor}.0"
+        return {
+            "implementation_name": "cpython",
+            "implementation_version": full,
+            "os_name": "posix",
+            "platform_machine": self.machine,
+            "platform_python_implementation": "CPython",
+            "platform_release": "",
+            "platform_system": "Linux",
+            "platform_version": "",
+            "python_full_version": full,
+            "python_version": minor,
+            "sys_platform": "linux",
+            "extra": "",
+            "extras": set(self.extras),
+            "dependency_groups": set(self.groups),
+        }
+
+    def applies(self, marker: str | None, where: str) -> bool:
+        if not marker:
+            return True
+        try:
+            return Marker(marker).evaluate(self.environment())
+        except InvalidMarker as e:
+            raise BuildError(f"{where}: invalid marker {marker!r} ({e})") from None
+
+
+@dataclass(frozen=True)
+class Locked:
+    """Requirements from a lock file: ``complete`` means every dependency is pinned in it,
+    so the installer must not resolve anything more."""
+
+    source: str  # the lock file's name
+    text: str  # requirements.txt syntax
+    complete: bool
+
+
+def find_lock(root: Path) -> Path | None:
+    """The preferred lock file of a project, if it has one."""
+    return next((root / name for name in LOCK_FILES if (root / name).is_file()), None)
+
+
+def _line(name: str, version: str, hashes: Iterable[str]) -> str:
+    parts = [f"{name}=={version}", *(f"--hash={h}" for h in sorted(set(hashes)))]
+    return " \\\n    ".join(parts)
+
+
+def read_uv_lock(path: Path, target: Target) -> Locked:
+    """uv's own export turns the lock graph into pinned, hashed requirements."""
+    from uv import find_uv_bin
+
+    read_toml(path)  # a malformed lock is reported by us, with its line
+    command = [
+        find_uv_bin(),
+        "export",
+        "--frozen",
+        "--format",
+        "requirements-txt",
+        "--no-emit-project",
+        "--no-emit-workspace",
+        "--no-header",
+        "--no-default-groups",
+        "--project",
+        str(path.parent),
+        *(f"--extra={e}" for e in sorted(target.extras)),
+        *(f"--group={g}" for g in sorted(target.groups)),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        reason = " ".join(result.stderr.strip().splitlines()[-2:])
+        raise BuildError(f"{path}: uv cannot export it: {reason}")
+    lines = [line for line in result.stdout.splitlines() if not line.lstrip().startswith("-e ")]
+    return Locked(path.name, "\n".join(lines) + "\n", complete=True)
+
+
+def read_pylock(path: Path, target: Target) -> Locked:
+    """PEP 751: every package with its marker (extras and groups included) and hashes."""
+    data = read_toml(path)
+    if str(data.get("lock-version", "")).split(".")[0] != "1":
+        raise BuildError(
+            f"{path}: lock-version {data.get('lock-version')!r} is not supported (1.x)"
+        )
+    lines = []
+    for i, package in enumerate(data.get("packages", []), 1):
+        where = f"{path}: packages[{i}]"
+        if "name" not in package or "version" not in package:
+            raise BuildError(f"{where}: needs a name and a version")
+        if not target.applies(package.get("marker"), where):
+            continue
+        hashes = [
+            f"{algo}:{value}"
+            for artifact in [*package.get("wheels", []), package.get("sdist") or {}]
+            for algo, value in (artifact.get("hashes") or {}).items()
+        ]
+        lines.append(_line(package["name"], str(package["version"]), hashes))
+    return Locked(path.name, "\n".join(lines) + "\n", complete=True)
+
+
+def read_poetry_lock(path: Path, target: Target) -> Locked:
+    """poetry.lock 1.x (``category``) and 2.x (``groups`` and ``markers``)."""
+    data = read_toml(path)
+    extras_table = data.get("extras") or {}
+    wanted_optional = {canonicalize_name(n) for e in target.extras for n in extras_table.get(e, [])}
+    wanted_groups = {"main", *target.groups}
+    lines = []
+    for i, package in enumerate(data.get("package", []), 1):
+        where = f"{path}: package[{i}]"
+        if "name" not in package or "version" not in package:
+            raise BuildError(f"{where}: needs a name and a version")
+        groups = set(package.get("groups") or [package.get("category", "main")])
+        if not groups & wanted_groups:
+            continue
+        if package.get("optional") and canonicalize_name(package["name"]) not in wanted_optional:
+            continue
+        markers = package.get("markers")
+        if isinstance(markers, dict):
+            if not any(target.applies(m, where) for g, m in markers.items() if g in wanted_groups):
+                continue
+        elif not target.applies(markers, where):
+            continue
+        hashes = [f["hash"] for f in package.get("files", []) if f.get("hash")]
+        lines.append(_line(package["name"], package["version"], hashes))
+    return Locked(path.name, "\n".join(lines) + "\n", complete=True)
+
+
+def read_pipfile_lock(path: Path, target: Target) -> Locked:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BuildError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    sections = ["default", *(["develop"] if {"dev", "develop"} & target.groups else [])]
+    lines = []
+    for section in sections:
+        for name, entry in sorted((data.get(section) or {}).items()):
+            where = f"{path}: {section}.{name}"
+            version = str(entry.get("version", ""))
+            if not version.startswith("=="):
+                raise BuildError(
+                    f"{where}: only pinned versions (==) can be installed, got {entry!r}"
+                )
+            if target.applies(entry.get("markers"), where):
+                lines.append(_line(name, version[2:], entry.get("hashes", [])))
+    return Locked(path.name, "\n".join(lines) + "\n", complete=True)
+
+
+def read_requirements(path: Path, target: Target) -> Locked:
+    """requirements.txt, checked line by line; hashes are kept for uv to verify."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    logical: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(lines, 1):
+        text = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if not pending:
+            start = number
+        if text.endswith("\\"):
+            pending += text[:-1] + " "
+            continue
+        logical.append((start, pending + text))
+        pending = ""
+    kept = []
+    for number, text in logical:
+        stripped = text.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("-"):
+            option = stripped.split()[0]
+            if option in ("-r", "--requirement", "-c", "--constraint", "-e", "--editable"):
+                raise BuildError(
+                    f"{path}: line {number}: {option} is not supported in an image build"
+                )
+            kept.append(stripped)  # index options and the like, for uv
+            continue
+        requirement_text = re.split(r"\s--hash[ =]", stripped)[0]
+        try:
+            requirement = Requirement(requirement_text)
+        except InvalidRequirement as e:
+            raise BuildError(
+                f"{path}: line {number}: invalid requirement {requirement_text!r} ({e})"
+            ) from None
+        if requirement.url:
+            raise BuildError(f"{path}: line {number}: direct URL requirements are not supported")
+        if target.applies(
+            str(requirement.marker) if requirement.marker else None, f"{path}: line {number}"
+        ):
+            kept.append(stripped)
+    return Locked(path.name, "\n".join(kept) + "\n", complete=False)
+
+
+READERS = {
+    "uv.lock": read_uv_lock,
+    "pylock.toml": read_pylock,
+    "poetry.lock": read_poetry_lock,
+    "requirements.txt": read_requirements,
+    "Pipfile.lock": read_pipfile_lock,
+}
+
+
+def read_lock(path: Path, target: Target) -> Locked:
+    """The requirements a lock file pins for ``target``."""
+    return READERS[path.name](path, target)
