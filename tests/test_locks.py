@@ -174,7 +174,8 @@ def test_malformed_lock_files_name_the_file_and_line(tmp_path, name, text, messa
 def test_uv_lock_through_uv_export(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "app"\nversion = "1"\nrequires-python = ">=3.11"\n'
-        'dependencies = ["waitress==3.0.2"]\n[project.optional-dependencies]\nfast = ["markupsafe==3.0.4"]\n'
+        'dependencies = ["waitress==3.0.2"]\n'
+        '[project.optional-dependencies]\nfast = ["markupsafe==3.0.4"]\n'
     )
     uv = Path(sys.executable).parent / "uv"
     subprocess.run([str(uv), "lock", "-q", "--project", str(tmp_path)], check=True)
