@@ -89,6 +89,28 @@ OPTIONS = (
     Option("env", "", dict, None, "environment variables of the running image"),
     Option("daemon", "BP_DAEMON", bool, "false", "also load the image into the Docker API daemon"),
     Option(
+        "extras",
+        "BP_EXTRAS",
+        list,
+        None,
+        "optional dependency groups ([project.optional-dependencies]) to install",
+    ),
+    Option(
+        "dependency-groups",
+        "BP_DEPENDENCY_GROUPS",
+        list,
+        None,
+        "dependency groups of the lock to install",
+    ),
+    Option(
+        "index-url",
+        "BP_INDEX_URL",
+        str,
+        None,
+        "package index (default: UV_INDEX_URL, PIP_INDEX_URL, else PyPI)",
+    ),
+    Option("extra-index-urls", "BP_EXTRA_INDEX_URLS", list, None, "more package indexes"),
+    Option(
         "cache-image",
         "BP_CACHE_IMAGE",
         str,
@@ -125,6 +147,10 @@ class BuildConfig:
     registry_ca: str | None
     daemon: bool
     cache_image: str | None
+    extras: tuple[str, ...]
+    dependency_groups: tuple[str, ...]
+    index_url: str | None
+    extra_index_urls: tuple[str, ...]
     cache_dir: Path
     output_dir: Path
     origins: dict[str, str] = field(default_factory=dict)
@@ -307,6 +333,10 @@ def resolve(
         registry_ca=values.get("registry-ca"),
         daemon=setting(values, "daemon"),
         cache_image=values.get("cache-image"),
+        extras=tuple(setting(values, "extras") or ()),
+        dependency_groups=tuple(setting(values, "dependency-groups") or ()),
+        index_url=values.get("index-url"),
+        extra_index_urls=tuple(setting(values, "extra-index-urls") or ()),
         cache_dir=cache_dir.expanduser(),
         output_dir=output_dir,
         origins=origins,

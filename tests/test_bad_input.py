@@ -36,8 +36,9 @@ CASES = {
         r"has no Python 3\.12 \(found: /usr/bin/python3\.11\)",
     ),
     "dependency without a wheel for the target": (
-        lambda p: _edit(
-            p / "pyproject.toml", '"flask==3.1.3",', '"flask==3.1.3", "pycrypto==2.6.1",'
+        lambda p: (
+            (p / "uv.lock").unlink(),  # unlocked: the project's dependencies are resolved
+            _edit(p / "pyproject.toml", '"flask==3.1.3",', '"flask==3.1.3", "pycrypto==2.6.1",'),
         ),
         {},
         r"dependency 'pycrypto' has no wheel for x86_64-manylinux_2_36",

@@ -161,7 +161,7 @@ def test_previous_archive_and_cache_image_restore_layers_without_reinstalling(
     env_a["BP_CACHE_IMAGE"] = cache_image
     built = testbed.hatch_build(first, env_a)
     assert built.returncode == 0, built.stdout + built.stderr
-    assert "Installing 8 requirement(s)" in built.stdout + built.stderr
+    assert "Installing dependencies from uv.lock" in built.stdout + built.stderr
     digest = testbed.read_archive_manifest(first / ARCHIVE)[0]
 
     # Another machine: no local cache, no dist/, only the cache image in the registry.

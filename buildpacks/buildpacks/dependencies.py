@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
 from uv import find_uv_bin
 
 from buildpacks.buildpacks import (
@@ -30,6 +31,7 @@ from buildpacks.buildpacks import (
 )
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
+from buildpacks.locks import Locked, Target, find_lock, read_lock
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Layer
 from buildpacks.sbom import Package, packages_in
@@ -68,39 +70,70 @@ def _no_wheel_message(output: str, runtime: Runtime) -> str | None:
     return None
 
 
-def install(requirements: list[str], target: Path, runtime: Runtime) -> None:
-    """Install ``requirements`` for the image's platform into a flat ``target`` directory."""
-    if not requirements:
+def redact(text: str) -> str:
+    """Index URLs with credentials (https://user:token@host) made safe to print."""
+    return re.sub(r"://[^/@\s]+@", "://***@", text)
+
+
+def install(
+    locked: Locked, target: Path, runtime: Runtime, index_args: list[str], work: Path
+) -> None:
+    """Install ``locked`` for the image's platform into a flat ``target`` directory."""
+    if not locked.text.strip():
         target.mkdir(parents=True, exist_ok=True)
         return
+    requirements = work / "requirements.txt"
+    requirements.write_text(locked.text)
     command = [
-        find_uv_bin(),
-        "pip",
-        "install",
-        "--quiet",
-        "--no-build",
-        "--no-config",
-        "--python",
-        sys.executable,
-        "--target",
-        str(target),
-        "--python-version",
-        runtime.version,
-        "--python-platform",
-        runtime.wheel_platform,
-        "--link-mode",
-        "copy",
-        *requirements,
-    ]
+        find_uv_bin(), "pip", "install", "--quiet", "--no-build", "--no-config",
+        "--python", sys.executable,
+        "--target", str(target),
+        "--python-version", runtime.version,
+        "--python-platform", runtime.wheel_platform,
+        "--link-mode", "copy",
+        *(["--no-deps"] if locked.complete else []),
+        *index_args,
+        "-r", str(requirements),
+    ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        output = result.stderr + result.stdout
+        output = redact(result.stderr + result.stdout)
         message = _no_wheel_message(output, runtime)
         if message:
             raise BuildError(message)
         decoration = " \u00d7\u2570\u2500\u25b6\u2502"  # uv's box-drawing and cross marks
         lines = [line.strip(decoration) for line in output.splitlines() if line.strip(decoration)]
-        raise BuildError("installing dependencies failed: " + " ".join(lines)[:600])
+        raise BuildError(
+            f"installing dependencies from {locked.source} failed: " + " ".join(lines)[:600]
+        )
+
+
+def index_arguments(config: BuildConfig) -> list[str]:
+    """uv's index options from the configuration, else from PIP_INDEX_URL (uv reads
+    UV_INDEX_URL itself). Netrc and keyring credentials are uv's business, never ours."""
+    index = config.index_url or (
+        None if os.environ.get("UV_INDEX_URL") else os.environ.get("PIP_INDEX_URL")
+    )
+    args = ["--index-url", index] if index else []
+    for url in config.extra_index_urls:
+        args += ["--extra-index-url", url]
+    return args
+
+
+def project_requirements(ctx: BuildContext, target: Target) -> Locked:
+    """With no lock file: the project's own dependencies (selected extras included),
+    resolved at build time, so the build is not pinned."""
+    lines = []
+    for text in sorted(ctx.config.project.requires_dist):
+        requirement = Requirement(text)
+        marker = requirement.marker
+        requirement.marker = None
+        env = target.environment()
+        if marker is None or any(
+            marker.evaluate({**env, "extra": e}) for e in [*target.extras, ""]
+        ):
+            lines.append(str(requirement))
+    return Locked("pyproject.toml", "\n".join(lines) + "\n", complete=False)
 
 
 def relocate_scripts(bin_dir: Path, interpreter: str) -> None:
@@ -181,23 +214,42 @@ class DependenciesBuildpack:
 
     def build(self, ctx: BuildContext) -> None:
         runtime = ctx.need_runtime()
-        requirements = sorted(ctx.config.project.requires_dist)
+        config = ctx.config
+        target = Target(
+            runtime.version,
+            config.platform.machine,
+            frozenset(config.extras),
+            frozenset(config.dependency_groups),
+        )
+        lock = find_lock(config.project.root)
+        if lock is not None:
+            locked = read_lock(lock, target)
+            ctx.log(f"Dependencies locked by {lock.name}")
+        else:
+            locked = project_requirements(ctx, target)
+            if locked.text.strip():
+                ctx.log(
+                    "warning: no lock file (uv.lock, pylock.toml, poetry.lock, requirements.txt, "
+                    "Pipfile.lock): dependencies are resolved now, so this build is not pinned"
+                )
+        index_args = index_arguments(config)
         key = cache_key(
             {
                 "buildpack": f"{ID}@{VERSION}",
-                "requirements": requirements,
+                "requirements": locked.text,
+                "complete": locked.complete,
                 "python": runtime.version,
                 "interpreter": runtime.interpreter,
                 "platform": runtime.wheel_platform,
-                "uv": uv_version() if requirements else "",
-                "index": {name: os.environ.get(name, "") for name in _INDEX_ENV},
+                "uv": uv_version(),
+                "index": [index_args, {name: os.environ.get(name, "") for name in _INDEX_ENV}],
             }
         )
 
         def build_venv() -> tuple[Layer, dict[str, Any]]:
-            ctx.log(f"Installing {len(requirements)} requirement(s) for {runtime.wheel_platform}")
+            ctx.log(f"Installing dependencies from {locked.source} for {runtime.wheel_platform}")
             installed = ctx.work_dir / "uv-target"
-            install(requirements, installed, runtime)
+            install(locked, installed, runtime, index_args, ctx.work_dir)
             stage = ctx.work_dir / "venv"
             make_venv(stage, installed, runtime)
             packages = packages_in(stage / "lib" / f"python{runtime.minor}" / "site-packages")
