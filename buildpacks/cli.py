@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import platformdirs
-from uv import find_uv_bin
 
-from buildpacks import __version__, inspect, sbom
+from buildpacks import __version__, frontend, inspect, sbom
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
-from buildpacks.lifecycle import build_image, rebase
+from buildpacks.lifecycle import rebase
 from buildpacks.oci import registry
 from buildpacks.oci.archive import write_archive
 from buildpacks.oci.blobs import BlobStore
@@ -26,36 +25,24 @@ from buildpacks.oci.reference import Reference
 from buildpacks.oci.registry import RegistryOptions
 from buildpacks.oci.source import TRANSPORTS, open_image, open_source
 from buildpacks.progress import Transfers
-from buildpacks.project import project_from_wheel, read_pyproject
 
 
-def build_wheel(root: Path, out_dir: Path) -> Path:
-    """Build the project's wheel with its own PEP 517 backend (through ``uv build``)."""
-    read_pyproject(root)  # a malformed pyproject.toml is reported by us, in one line
-    result = subprocess.run(
-        [find_uv_bin(), "build", "--wheel", "--quiet", "--out-dir", str(out_dir), str(root)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wheels = sorted(out_dir.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
-        tail = " ".join(result.stderr.strip().splitlines()[-3:])
-        raise BuildError(f"building the wheel of {root} failed: {tail}")
-    return wheels[0]
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {o.key: getattr(args, o.key.replace("-", "_")) for o in build_config.OPTIONS}
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     root = Path(args.path).resolve()
-    if not root.is_dir():
-        raise BuildError(f"{args.path}: not a directory")
-    overrides = {o.key: getattr(args, o.key.replace("-", "_")) for o in build_config.OPTIONS}
+    output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
+    frontend.build_project(root, output, _overrides(args), lambda line: print(line, flush=True))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    root = Path(args.path).resolve()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        wheel = build_wheel(root, Path(tmp))
-        project = project_from_wheel(root, wheel)
-        output = Path(args.output_dir) if args.output_dir else root / "dist"
-        config = build_config.resolve(project, output.resolve(), overrides=overrides)
-        build_image(config, wheel, log=lambda line: print(line, flush=True))
+        config, _ = frontend.resolve_project(root, root / "dist", _overrides(args), Path(tmp))
+    print("\n".join(frontend.describe(config)))
     return 0
 
 
@@ -156,8 +143,20 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
     build.add_argument("--output-dir", help="where the image archive goes (default: PATH/dist)")
     for option in build_config.OPTIONS:
-        build.add_argument(f"--{option.key}", help=f"{option.help} [{option.env}]")
+        build.add_argument(
+            f"--{option.key}", help=f"{option.help} [{option.env or 'pyproject only'}]"
+        )
     build.set_defaults(func=cmd_build)
+
+    config_cmd = sub.add_parser(
+        "config", help="print the resolved configuration and where each value came from"
+    )
+    config_cmd.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
+    for option in build_config.OPTIONS:
+        config_cmd.add_argument(
+            f"--{option.key}", help=f"{option.help} [{option.env or 'pyproject only'}]"
+        )
+    config_cmd.set_defaults(func=cmd_config)
 
     ref_help = "a registry reference, oci-archive:PATH or oci-layout:PATH[:TAG]"
     inspect_cmd = sub.add_parser(

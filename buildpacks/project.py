@@ -121,7 +121,8 @@ def load_project(root: Path, **metadata: Any) -> Project:
 
 
 def project_from_wheel(root: Path, wheel: Path) -> Project:
-    """The project at ``root`` as described by the wheel built from it."""
+    """The project at ``root`` as described by the wheel built from it (Requires-Python
+    falls back to Poetry's python constraint, which poetry-core writes too)."""
     meta, scripts = read_wheel(wheel)
     return load_project(
         root,
@@ -134,3 +135,86 @@ def project_from_wheel(root: Path, wheel: Path) -> Project:
         requires_dist=tuple(meta.get_all("Requires-Dist") or ()),
         scripts=scripts,
     )
+
+
+def poetry_constraint(text: str) -> str:
+    """A Poetry version constraint (``^3.11``, ``~3.10``, ``3.11.*``) as a PEP 440 specifier."""
+    parts = []
+    for item in (p.strip() for p in text.replace(" ", "").split(",") if p.strip()):
+        if item == "*":
+            continue
+        if item[0] in "^~" and item[1:2] != "=":
+            numbers = [int(n) for n in item[1:].split(".") if n.isdigit()]
+            if item[0] == "^":
+                first = next((i for i, n in enumerate(numbers) if n != 0), len(numbers) - 1)
+                upper = [*numbers[:first], numbers[first] + 1]
+            else:
+                upper = [numbers[0], numbers[1] + 1] if len(numbers) > 1 else [numbers[0] + 1]
+            parts += [f">={'.'.join(map(str, numbers))}", f"<{'.'.join(map(str, upper))}"]
+        elif item[0].isdigit():
+            parts.append(f"=={item}")
+        else:
+            parts.append(item)
+    return ",".join(parts)
+
+
+def _license(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("text") or value.get("file")
+    return value
+
+
+def static_project(root: Path) -> Project | None:
+    """The project from ``pyproject.toml`` alone (PEP 621, else Poetry's table) when name,
+    version and dependencies are static there; None when a build backend must be asked."""
+    pyproject = read_pyproject(root)
+    table = pyproject.get("project")
+    if isinstance(table, dict) and "name" in table:
+        dynamic = set(table.get("dynamic", []))
+        if {"version", "dependencies", "scripts", "optional-dependencies"} & dynamic:
+            return None
+        requires = list(table.get("dependencies", []))
+        for extra, items in (table.get("optional-dependencies") or {}).items():
+            requires += [f"{item}; extra == {extra!r}" for item in items]
+        return load_project(
+            root,
+            name=table["name"],
+            version=str(table.get("version", "0")),
+            requires_python=table.get("requires-python"),
+            summary=table.get("description"),
+            license=_license(table.get("license")),
+            urls=dict(table.get("urls") or {}),
+            requires_dist=tuple(requires),
+            scripts=dict(table.get("scripts") or {}),
+        )
+    poetry = pyproject.get("tool", {}).get("poetry")
+    if isinstance(poetry, dict) and "name" in poetry and "version" in poetry:
+        python = (poetry.get("dependencies") or {}).get("python")
+        scripts = {
+            name: value if isinstance(value, str) else value.get("reference", "")
+            for name, value in (poetry.get("scripts") or {}).items()
+        }
+        return load_project(
+            root,
+            name=poetry["name"],
+            version=str(poetry["version"]),
+            requires_python=poetry_constraint(python) if isinstance(python, str) else None,
+            summary=poetry.get("description"),
+            license=poetry.get("license"),
+            urls={
+                k: v
+                for k, v in (
+                    ("Homepage", poetry.get("homepage")),
+                    ("Repository", poetry.get("repository")),
+                )
+                if v
+            },
+            scripts=scripts,
+        )
+    return None
+
+
+def source_project(root: Path) -> Project:
+    """An application with no ``pyproject.toml``: named after its directory; its source is
+    copied to /workspace, its dependencies come from its lock or requirements file."""
+    return load_project(root, name=root.resolve().name, version="latest")

@@ -1,1 +1,1 @@
-"""A PEP 517 backend wrapping ``setuptools.build_meta`` (image support comes with issue 5)."""
+"""A PEP 517 backend wrapping ``setuptools.build_meta``: ``python -m build -C image=true``."""

@@ -1,10 +1,67 @@
-"""PEP 517 hooks: for now exactly those of ``setuptools.build_meta``, so projects can
-already name this backend; building an image from ``-C image=true`` is still to come."""
+"""PEP 517 hooks of ``setuptools.build_meta``; ``build_wheel`` also builds the image when the
+frontend passes ``image=true`` (``python -m build -C image=true``, ``uv build -C image=true``).
 
+Other ``-C image-<key>=<value>`` settings override ``[tool.buildpacks]`` keys, e.g.
+``-C image-base-image=python:3.12-slim`` or ``-C image-publish=true``. Without ``image`` the
+backend is setuptools, unchanged, and the image machinery is not even imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from setuptools import build_meta as _setuptools
 from setuptools.build_meta import (  # noqa: F401  (re-exported PEP 517 hooks)
     build_sdist,
-    build_wheel,
     get_requires_for_build_sdist,
     get_requires_for_build_wheel,
     prepare_metadata_for_build_wheel,
 )
+
+PREFIX = "image-"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def image_settings(config_settings: dict[str, Any] | None) -> dict[str, str] | None:
+    """The ``[tool.buildpacks]`` overrides if an image was asked for, else None."""
+    settings = config_settings or {}
+    if str(settings.get("image", "")).lower() not in _TRUE:
+        return None
+    return {
+        key[len(PREFIX) :]: str(value) for key, value in settings.items() if key.startswith(PREFIX)
+    }
+
+
+def project_root(wheel_directory: Path) -> Path:
+    """The project's own directory. Frontends build the wheel from an unpacked sdist in a
+    temporary directory, while ``wheel_directory`` is the project's ``dist/``: files an
+    sdist may leave out (lock files, ``.python-version``, ``Procfile``) are read from there."""
+    candidate = wheel_directory.resolve().parent
+    return candidate if (candidate / "pyproject.toml").is_file() else Path.cwd()
+
+
+def build_wheel(
+    wheel_directory: str,
+    config_settings: dict[str, Any] | None = None,
+    metadata_directory: str | None = None,
+) -> str:
+    name = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    overrides = image_settings(config_settings)
+    if overrides is None:
+        return name
+    from buildpacks import config as build_config
+    from buildpacks.errors import BuildError
+    from buildpacks.lifecycle import build_image
+    from buildpacks.project import project_from_wheel
+
+    out = Path(wheel_directory)
+    try:
+        project = project_from_wheel(project_root(out), out / name)
+        config = build_config.resolve(project, out.resolve(), overrides=overrides)
+        build_image(config, out / name, log=lambda line: print(line, file=sys.stderr, flush=True))
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    return name

@@ -66,7 +66,7 @@ class BuildContext:
     """What buildpacks read during ``build``; each run gets a fresh one."""
 
     config: BuildConfig
-    wheel: Path
+    wheel: Path | None  # None: an application without a wheel, its source copied as it is
     run_image: Image
     store: BlobStore
     work_dir: Path

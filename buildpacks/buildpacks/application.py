@@ -4,6 +4,9 @@ shebangs that name the venv's interpreter in the image; no bytecode is compiled.
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +67,18 @@ class ApplicationBuildpack:
         return True
 
     def build(self, ctx: BuildContext) -> None:
+        if ctx.wheel is None:
+            self.build_source(ctx)
+        else:
+            self.build_wheel(ctx, ctx.wheel)
+
+    def build_wheel(self, ctx: BuildContext, wheel: Path) -> None:
         runtime = ctx.need_runtime()
         venv_python = ctx.env.get("VIRTUAL_ENV", "") + "/bin/python"
         key = cache_key(
             {
                 "buildpack": f"{ID}@{VERSION}",
-                "wheel": file_digest(ctx.wheel),
+                "wheel": file_digest(wheel),
                 "python": runtime.minor,
                 "interpreter": venv_python,
             }
@@ -77,7 +86,7 @@ class ApplicationBuildpack:
 
         def build_app() -> tuple[Layer, dict[str, Any]]:
             stage = ctx.work_dir / "app"
-            install_wheel(ctx.wheel, stage, runtime, venv_python)
+            install_wheel(wheel, stage, runtime, venv_python)
             workspace = ctx.work_dir / "workspace"
             workspace.mkdir()
             mappings = [TreeMapping(stage, APP), TreeMapping(workspace, WORKSPACE)]
@@ -85,10 +94,89 @@ class ApplicationBuildpack:
 
         result = reuse_or_build(ctx, ID, "app", APP, key, build_app)
         ctx.log(
-            f"Application {ctx.wheel.name}: layer {result.layer.digest[:19]}"
+            f"Application {wheel.name}: layer {result.layer.digest[:19]}"
             + (" (cached)" if result.cached else "")
         )
         ctx.path_entries.append(BIN)
+
+    def build_source(self, ctx: BuildContext) -> None:
+        """An application without a wheel: its source tree, minus VCS data, virtual
+        environments, caches and secrets, copied to /workspace."""
+        root = ctx.config.project.root
+        files = source_files(root)
+        key = cache_key(
+            {
+                "buildpack": f"{ID}@{VERSION}",
+                "source": [[f, file_digest(root / f), os.access(root / f, os.X_OK)] for f in files],
+            }
+        )
+
+        def build_app() -> tuple[Layer, dict[str, Any]]:
+            stage = ctx.work_dir / "workspace"
+            for name in files:
+                (stage / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / name, stage / name)
+            stage.mkdir(exist_ok=True)
+            return write_layer(ctx.store, [TreeMapping(stage, WORKSPACE)]), {}
+
+        result = reuse_or_build(ctx, ID, "app", WORKSPACE, key, build_app)
+        ctx.log(
+            f"Application source: {len(files)} file(s) in layer {result.layer.digest[:19]}"
+            + (" (cached)" if result.cached else "")
+        )
+
+
+# Never copied into an image: VCS data, local environments, build output, caches, secrets.
+EXCLUDED_DIRS = {
+    ".git",
+    ".hg",
+    ".svn",
+    ".venv",
+    "venv",
+    "env",
+    "__pycache__",
+    "dist",
+    "build",
+    ".tox",
+    ".nox",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".idea",
+    ".vscode",
+    "node_modules",
+    ".ssh",
+    ".docker",
+}
+EXCLUDED_FILES = (
+    ".env",
+    ".env.*",
+    "*.pyc",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_ed25519*",
+    ".netrc",
+    ".pypirc",
+    ".npmrc",
+    "*.tar",
+)
+
+
+def source_files(root: Path) -> list[str]:
+    """The files of an application's source tree that belong in its image, sorted."""
+    found = []
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS)
+        for name in names:
+            path = Path(directory) / name
+            if (
+                any(fnmatch.fnmatch(name, pattern) for pattern in EXCLUDED_FILES)
+                or not path.is_file()
+            ):
+                continue
+            found.append(path.relative_to(root).as_posix())
+    return sorted(found)
 
 
 BUILDPACK = ApplicationBuildpack()

@@ -22,6 +22,7 @@ from packaging.requirements import Requirement
 from uv import find_uv_bin
 
 from buildpacks.buildpacks import (
+    WORKSPACE,
     BuildContext,
     Runtime,
     application,
@@ -32,6 +33,7 @@ from buildpacks.buildpacks import (
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.locks import Locked, Target, find_lock, read_lock
+from buildpacks.oci.auth import redact
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Layer
 from buildpacks.sbom import Package, packages_in
@@ -68,11 +70,6 @@ def _no_wheel_message(output: str, runtime: Runtime) -> str | None:
                 f"(CPython {runtime.version}); pin a version that ships one, or pick another base"
             )
     return None
-
-
-def redact(text: str) -> str:
-    """Index URLs with credentials (https://user:token@host) made safe to print."""
-    return re.sub(r"://[^/@\s]+@", "://***@", text)
 
 
 def install(
@@ -202,7 +199,9 @@ def make_venv(stage: Path, installed: Path, runtime: Runtime) -> None:
         f"executable = {runtime.interpreter}\n"
     )
     # The application layer is a site directory of its own; this line makes it importable.
-    (site / "_buildpacks_application.pth").write_text(application.site_dir(runtime) + "\n")
+    # /workspace too, for applications whose source is copied there instead of a wheel.
+    pth = f"{application.site_dir(runtime)}\n{WORKSPACE}\n"
+    (site / "_buildpacks_application.pth").write_text(pth)
 
 
 class DependenciesBuildpack:

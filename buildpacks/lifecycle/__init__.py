@@ -28,9 +28,10 @@ class BuildResult:
 
 
 def build_image(
-    config: BuildConfig, wheel: Path, log: Callable[[str], None] = print
+    config: BuildConfig, wheel: Path | None, log: Callable[[str], None] = print
 ) -> BuildResult:
-    """Build the image of ``config.project`` from its ``wheel`` and write it to ``dist/``."""
+    """Build the image of ``config.project`` from its ``wheel`` (None: from its source tree)
+    and write it to the output directory."""
     store = BlobStore(config.cache_dir / "blobs")
     log("===> DETECTING")
     plan = detect.detect(config, log)

@@ -16,7 +16,7 @@ from buildpacks.oci.model import Image
 def build(
     config: BuildConfig,
     plan: Plan,
-    wheel: Path,
+    wheel: Path | None,
     run_image: Image,
     store: BlobStore,
     work_dir: Path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ class Credentials:
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
         return f"Credentials(username={self.username!r}, password=***)"
+
+
+def redact(text: str) -> str:
+    """URLs with credentials (``https://user:token@host``) made safe to print."""
+    return re.sub(r"://[^/@\s]+@", "://***@", text)
 
 
 def _keys(registry: str) -> tuple[str, ...]:

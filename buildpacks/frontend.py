@@ -1,0 +1,107 @@
+"""Building any project from the command line or a PEP 517 backend: metadata first (static
+when ``pyproject.toml`` has it, so bad input fails before anything is built), then the wheel
+through the project's own build backend, then the lifecycle. An application with no
+``pyproject.toml`` is built from its source tree."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from uv import find_uv_bin
+
+from buildpacks import config as build_config
+from buildpacks.errors import BuildError
+from buildpacks.lifecycle import BuildResult, build_image
+from buildpacks.oci.auth import redact
+from buildpacks.project import (
+    Project,
+    project_from_wheel,
+    read_pyproject,
+    source_project,
+    static_project,
+)
+
+
+def build_wheel(root: Path, out_dir: Path) -> Path:
+    """Build the project's wheel with its own PEP 517 backend (through ``uv build``)."""
+    result = subprocess.run(
+        [find_uv_bin(), "build", "--wheel", "--quiet", "--out-dir", str(out_dir), str(root)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    wheels = sorted(out_dir.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        tail = " ".join(result.stderr.strip().splitlines()[-3:])
+        raise BuildError(f"building the wheel of {root} failed: {tail}")
+    return wheels[0]
+
+
+def known_project(root: Path) -> Project | None:
+    """What can be known about the project without building it (None: ask its backend)."""
+    if not (root / "pyproject.toml").exists() and not (root / "setup.py").exists():
+        return source_project(root)
+    read_pyproject(root)  # a malformed pyproject.toml is reported here, in one line
+    return static_project(root)
+
+
+def resolve_project(
+    root: Path, output_dir: Path, overrides: Mapping[str, Any], work: Path
+) -> tuple[build_config.BuildConfig, Path | None]:
+    """The validated configuration and the wheel (None for a source application)."""
+    project = known_project(root)
+    if project is not None:
+        config = build_config.resolve(project, output_dir, overrides=overrides)  # fails early
+        if project.version == "latest" and not (root / "pyproject.toml").exists():
+            return config, None
+    wheel = build_wheel(root, work)
+    project = project_from_wheel(root, wheel)
+    return build_config.resolve(project, output_dir, overrides=overrides), wheel
+
+
+def build_project(
+    root: Path,
+    output_dir: Path,
+    overrides: Mapping[str, Any],
+    log: Callable[[str], None],
+) -> BuildResult:
+    """Build the image of the project at ``root`` into ``output_dir``."""
+    if not root.is_dir():
+        raise BuildError(f"{root}: not a directory")
+    with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
+        config, wheel = resolve_project(root, output_dir, overrides, Path(tmp))
+        return build_image(config, wheel, log=log)
+
+
+def describe(config: build_config.BuildConfig) -> list[str]:
+    """The resolved configuration, one ``key = value  (origin)`` line per key."""
+    values = {
+        "image": config.image,
+        "base-image": config.base_image,
+        "python-version": config.python_version,
+        "default-process": config.default_process,
+        "platform": str(config.platform),
+        "publish": config.publish,
+        "tags": list(config.tags),
+        "pull-policy": config.pull_policy,
+        "insecure-registries": list(config.insecure_registries),
+        "registry-ca": config.registry_ca,
+        "processes": config.processes,
+        "env": config.env,
+        "extras": list(config.extras),
+        "dependency-groups": list(config.dependency_groups),
+        "index-url": config.index_url,
+        "extra-index-urls": list(config.extra_index_urls),
+        "daemon": config.daemon,
+        "cache-image": config.cache_image,
+        "cache-dir": str(config.cache_dir),
+    }
+    missing = {o.key for o in build_config.OPTIONS} - set(values)
+    assert not missing, missing  # every option is shown
+    width = max(map(len, values))
+    return [
+        redact(f"{key:<{width}} = {value!r}  ({config.origins.get(key, 'default')})")
+        for key, value in values.items()
+    ]
