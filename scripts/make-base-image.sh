@@ -2,6 +2,7 @@
 # Makes a local Debian base image with Python 3.11, as an OCI layout, for offline builds and tests.
 # Docker Hub (python:X.Y-slim) cannot be reached on these machines; this gives the same shape.
 # Usage: make-base-image.sh [LAYOUT_DIR]   (default ~/.cache/python-buildpacks-testbed/debian-python)
+# BASE_PACKAGES (default python3,ca-certificates) names the Debian packages to include.
 # Prints the oci-layout reference to use as base-image. Needs root, debootstrap and umoci.
 set -euo pipefail
 layout=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/python-buildpacks-testbed/debian-python}
@@ -13,7 +14,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "making the local Debian base image (debootstrap, about a minute) in $layout" >&2
-debootstrap --variant=minbase --include=python3,ca-certificates bookworm "$work/rootfs" \
+debootstrap --variant=minbase --include="${BASE_PACKAGES:-python3,ca-certificates}" bookworm "$work/rootfs" \
   http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
   || { tail -20 "$work/debootstrap.log" >&2; exit 1; }
 # Slim it the way python:X.Y-slim is slimmed: no apt lists, docs or caches.

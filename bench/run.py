@@ -1,0 +1,486 @@
+"""Side-by-side benchmark: python-buildpacks (`hatch build -t image`), `podman build` with an
+idiomatic Dockerfile, and pyoci, on the same base image and the same local wheelhouse (served
+over loopback HTTP, so no tool is measured on network luck).
+
+    .venv/bin/python bench/run.py [--projects example,heavy] [--repeat 3]
+
+Each time runs from the edit to the same usable output: an image archive on disk (podman:
+`podman build` then `podman save`; pyoci: its OCI layout directory) or the image in a local
+registry (podman: `podman build` then `podman push`). Prints a table with ratios ours/theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests import testbed  # noqa: E402  (the same real parts the tests use)
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "python-buildpacks-bench"
+BIN = Path(sys.executable).parent
+HEAVY = ["numpy==2.2.6", "pandas==2.2.3"]
+DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+ARG WHEELS
+RUN python3 -m venv /venv
+ENV PATH=/venv/bin:$PATH
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir --no-index --find-links ${WHEELS} -r requirements.txt
+COPY . .
+RUN pip install --no-cache-dir --no-index --find-links ${WHEELS} --no-deps .
+USER 1000:1000
+CMD ["example-service"]
+"""
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        )
+    return result.stdout
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def edit(project: Path, n: int) -> None:
+    server = project / "src" / "example_service" / "server.py"
+    text = server.read_text()
+    marker = "# bench edit"
+    lines = [line for line in text.splitlines() if marker not in line]
+    server.write_text("\n".join(lines) + f"\n{marker} {n}\n")
+
+
+def registry_bytes(registry: testbed.Registry) -> int:
+    root = registry.log.parent / "data"
+    return sum(p.stat().st_size for p in root.rglob("data") if p.is_file())
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Wheelhouse:
+    """The wheels every tool installs from, served on loopback as a find-links page."""
+
+    def __init__(self, requirements: list[str]) -> None:
+        self.dir = CACHE / "wheelhouse"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        reqs = self.dir / "all.txt"
+        reqs.write_text("\n".join(requirements) + "\nhatchling\n")
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary=:all:",
+                "-d",
+                str(self.dir),
+                "-r",
+                str(reqs),
+            ]
+        )
+        handler = partial(QuietHandler, directory=str(self.dir))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def compile(self, requirements: list[str]) -> str:
+        source = self.dir / "compile.in"
+        source.write_text("\n".join(requirements) + "\n")
+        return run(
+            [
+                str(BIN / "uv"),
+                "pip",
+                "compile",
+                "-q",
+                "--no-header",
+                "--no-annotate",
+                "--no-index",
+                "--find-links",
+                self.url,
+                "--python-version",
+                "3.11",
+                str(source),
+            ]
+        )
+
+
+class Setup:
+    """Base images (and an updated one), a TLS registry, the wheelhouse, our plugin."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        packages = {"BASE_PACKAGES": "python3,python3-pip,python3-venv,ca-certificates"}
+        layout = CACHE.parent / "python-buildpacks-testbed" / "debian-python-pip"
+        self.base = (
+            run(
+                ["bash", str(REPO / "scripts/make-base-image.sh"), str(layout)],
+                env={**os.environ, **packages},
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        self.updated = testbed.updated_base(self.base, CACHE / "updated-base")
+        ca, cert, key = testbed.make_ca_and_cert(work / "tls")
+        self.ca = ca
+        self.registry = testbed.Registry(work / "registry", tls=(cert, key))
+        for spec, tag in ((self.base, "bookworm"), (self.updated, "updated")):
+            path, name = spec.removeprefix("oci-layout:").rsplit(":", 1)
+            run(
+                [
+                    "skopeo",
+                    "copy",
+                    "-q",
+                    "--dest-tls-verify=false",
+                    f"oci:{path}:{name}",
+                    f"docker://{self.registry.host}/base/debian:{tag}",
+                ]
+            )
+        wheels = testbed.build_wheelhouse(work / "plugin")
+        self.env = testbed.clean_env(
+            **testbed.plugin_env(wheels),
+            HATCH_DATA_DIR=str(work / "hatch"),
+            BP_BASE_IMAGE=self.base,
+            BP_REGISTRY_CA=str(ca),
+        )
+
+
+class Ours:
+    name = "ours"
+
+    def __init__(self, setup: Setup, wheelhouse: Wheelhouse, project: Path) -> None:
+        self.setup, self.project = setup, project
+        cache = setup.work / f"ours-cache-{project.name}"
+        self.env = {
+            **setup.env,
+            "BP_CACHE_DIR": str(cache),
+            "UV_CACHE_DIR": str(cache / "uv"),
+            "UV_FIND_LINKS": wheelhouse.url,
+            "UV_NO_INDEX": "1",
+        }
+        self.ref = f"{setup.registry.host}/bench/ours-{project.name}:1"
+        # Hatch's own build environment is created once, outside the measurements.
+        warm = {
+            **self.env,
+            "BP_CACHE_DIR": str(setup.work / "ours-warmup"),
+            "UV_CACHE_DIR": str(setup.work / "ours-warmup-uv"),
+        }
+        run([str(BIN / "hatch"), "build", "-t", "image"], cwd=project, env=warm)
+        shutil.rmtree(project / "dist")
+
+    def build(self, **extra: str) -> None:
+        run(
+            [str(BIN / "hatch"), "build", "-t", "image"],
+            cwd=self.project,
+            env={**self.env, **extra},
+        )
+
+    def archive(self) -> Path:
+        return next((self.project / "dist").glob("*.tar"))
+
+    def push(self) -> None:
+        self.build(BP_PUBLISH="true", BP_IMAGE=self.ref)
+
+    def base_update(self) -> None:
+        run(
+            [
+                str(BIN / "buildpacks"),
+                "rebase",
+                f"oci-archive:{self.archive()}",
+                "--run-image",
+                self.setup.updated,
+            ],
+            env=self.env,
+        )
+
+    def size(self) -> int:
+        return sum(
+            layer["size"] for layer in testbed.read_archive_manifest(self.archive())[1]["layers"]
+        )
+
+
+class Podman:
+    name = "podman"
+
+    def __init__(self, setup: Setup, wheelhouse: Wheelhouse, project: Path) -> None:
+        self.setup, self.project = setup, project
+        # podman refuses a runroot path longer than 50 characters: keep it short.
+        store = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))
+        self.args = [
+            "podman",
+            "--root",
+            str(store / "root"),
+            "--runroot",
+            str(store / "run"),
+            "--storage-driver",
+            "overlay",
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+        ]
+        for spec, tag in ((setup.base, "bookworm"), (setup.updated, "updated")):
+            path, name = spec.removeprefix("oci-layout:").rsplit(":", 1)
+            run(
+                [
+                    "skopeo",
+                    "copy",
+                    "-q",
+                    f"oci:{path}:{name}",
+                    f"containers-storage:[overlay@{store / 'root'}+{store / 'run'}]"
+                    f"localhost/base:{tag}",
+                ]
+            )
+        (project / "Dockerfile").write_text(DOCKERFILE)
+        (project / ".dockerignore").write_text("dist\n.venv\nDockerfile\n")
+        self.wheels = wheelhouse.url
+        self.ref = f"{setup.registry.host}/bench/podman-{project.name}:1"
+        self.output = setup.work / f"podman-{project.name}.tar"
+
+    def _build(self, base: str = "bookworm") -> None:
+        run(
+            [
+                *self.args,
+                "build",
+                "-q",
+                "--pull=never",
+                "--network",
+                "host",
+                "--ulimit",
+                "nofile=4096:4096",
+                "--ulimit",
+                "nproc=4096:4096",
+                "--build-arg",
+                f"BASE=localhost/base:{base}",
+                "--build-arg",
+                f"WHEELS={self.wheels}",
+                "-t",
+                "bench:1",
+                str(self.project),
+            ]
+        )
+
+    def build(self, base: str = "bookworm") -> None:
+        self._build(base)
+        self.output.unlink(missing_ok=True)
+        run([*self.args, "save", "-q", "-o", str(self.output), "bench:1"])
+
+    def push(self) -> None:
+        self._build()
+        run([*self.args, "push", "-q", "--tls-verify=false", "bench:1", f"docker://{self.ref}"])
+
+    def base_update(self) -> None:
+        self.build("updated")
+
+    def size(self) -> int:
+        run([*self.args, "push", "-q", "--tls-verify=false", "bench:1", f"docker://{self.ref}"])
+        manifest = json.loads(
+            run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{self.ref}"])
+        )
+        return sum(layer["size"] for layer in manifest["layers"])
+
+
+class Pyoci:
+    name = "pyoci"
+
+    def __init__(self, setup: Setup, wheelhouse: Wheelhouse, project: Path) -> None:
+        self.setup, self.project, self.wheels = setup, project, wheelhouse.url
+        venv = CACHE / "pyoci-venv"
+        if not (venv / "bin" / "pyoci").exists():
+            run([sys.executable, "-m", "venv", str(venv)])
+            run([str(venv / "bin" / "pip"), "install", "-q", "pyoci==0.2.1"])
+        self.pyoci = str(venv / "bin" / "pyoci")
+        self.cache = setup.work / f"pyoci-cache-{project.name}"
+        self.ref = f"{setup.registry.host}/bench/pyoci-{project.name}:1"
+        self.env = {
+            **os.environ,
+            "SSL_CERT_FILE": str(setup.ca),
+            "REQUESTS_CA_BUNDLE": str(setup.ca),
+        }
+
+    def venv(self) -> None:
+        """pyoci copies the host's virtual environment: the user must make it first."""
+        venv = self.project / ".venv"
+        shutil.rmtree(venv, ignore_errors=True)
+        run([str(BIN / "uv"), "venv", "-q", "--python", sys.executable, str(venv)])
+        run(
+            [
+                str(BIN / "uv"),
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                str(venv / "bin" / "python"),
+                "--no-index",
+                "--find-links",
+                self.wheels,
+                "-r",
+                str(self.project / "requirements.txt"),
+            ],
+            env={**os.environ, "UV_CACHE_DIR": str(self.cache / "uv")},
+        )
+
+    def build(self, base: str = "bookworm", push: bool = False) -> None:
+        run(
+            [
+                self.pyoci,
+                "build",
+                "--tag",
+                self.ref,
+                "--base-image",
+                f"{self.setup.registry.host}/base/debian:{base}",
+                "--context",
+                str(self.project),
+                "--include-deps",
+                "--no-progress",
+                "--cache-dir",
+                str(self.cache),
+                *(["--push"] if push else []),
+            ],
+            cwd=self.project,
+            env=self.env,
+        )
+
+    def push(self) -> None:
+        self.build(push=True)
+
+    def base_update(self) -> None:
+        self.build("updated")
+
+    def size(self) -> int:
+        index = json.loads((self.project / "dist/image/index.json").read_text())
+        digest = index["manifests"][0]["digest"].split(":")[1]
+        manifest = json.loads((self.project / "dist/image/blobs/sha256" / digest).read_text())
+        return sum(layer["size"] for layer in manifest["layers"])
+
+
+def example_pins() -> list[str]:
+    """The example project's pinned dependencies."""
+    from buildpacks.toml import read_toml
+
+    return read_toml(testbed.EXAMPLE / "pyproject.toml")["project"]["dependencies"]
+
+
+def make_project(name: str, work: Path, wheelhouse: Wheelhouse) -> Path:
+    project = testbed.copy_example(work / f"project-{name}")
+    (project / "uv.lock").unlink()  # every tool installs the same requirements.txt
+    extra = HEAVY if name.startswith("heavy") else []
+    (project / "requirements.txt").write_text(wheelhouse.compile(example_pins() + extra))
+    return project
+
+
+def measure(tool, project: Path, registry: testbed.Registry, repeat: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    if isinstance(tool, Pyoci):
+        results["cold"] = timed(lambda: (tool.venv(), tool.build()))
+    else:
+        results["cold"] = timed(tool.build)
+    warm, noop = [], []
+    for n in range(repeat):
+        edit(project, n)
+        warm.append(timed(tool.build))
+        noop.append(timed(tool.build))
+    results["warm edit"] = statistics.median(warm)
+    results["no-op"] = statistics.median(noop)
+    tool.push()  # the first push of this image, so the measured one is an update
+    edit(project, repeat + 1)
+    before = registry_bytes(registry)
+    results["warm edit to registry"] = timed(tool.push)
+    results["bytes pushed after edit"] = registry_bytes(registry) - before
+    results["base update"] = timed(tool.base_update)
+    tool.build()
+    results["image size"] = tool.size()
+    return results
+
+
+def fmt(key: str, value: float) -> str:
+    if key in ("image size", "bytes pushed after edit"):
+        return f"{value / 1e6:.2f} MB"
+    return f"{value:.2f} s"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--projects", default="example,heavy")
+    parser.add_argument("--tools", default="ours,podman,pyoci")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bp-bench-"))
+    setup = Setup(work)
+    wheelhouse = Wheelhouse([*example_pins(), *HEAVY])
+    tools = {"ours": Ours, "podman": Podman, "pyoci": Pyoci}
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for project_name in args.projects.split(","):
+            table[project_name] = {}
+            for tool_name in args.tools.split(","):
+                project = make_project(f"{project_name}-{tool_name}", work, wheelhouse)
+                tool = tools[tool_name](setup, wheelhouse, project)
+                print(f"... {project_name} / {tool_name}", file=sys.stderr, flush=True)
+                try:
+                    table[project_name][tool_name] = measure(
+                        tool, project, setup.registry, args.repeat
+                    )
+                except RuntimeError as e:
+                    print(f"{tool_name} failed on {project_name}: {str(e)[:600]}", file=sys.stderr)
+    finally:
+        setup.registry.stop()
+        wheelhouse.server.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+    print(render(table))
+    return 0
+
+
+def render(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = []
+    for project, tools in table.items():
+        others = [t for t in tools if t != "ours"]
+        lines.append(f"\n### {project}\n")
+        lines.append(
+            "| scenario | "
+            + " | ".join(tools)
+            + " | "
+            + " | ".join(f"ours/{t}" for t in others)
+            + " |"
+        )
+        lines.append("|---" * (1 + len(tools) + len(others)) + "|")
+        for key in tools.get("ours") or next(iter(tools.values())):
+            row = [fmt(key, tools[t][key]) if key in tools[t] else "-" for t in tools]
+            ratios = []
+            for t in others:
+                ours, theirs = tools.get("ours", {}).get(key), tools[t].get(key)
+                ratios.append(f"{ours / theirs:.2f}" if ours is not None and theirs else "-")
+            lines.append(f"| {key} | " + " | ".join(row) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
