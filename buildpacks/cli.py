@@ -20,9 +20,8 @@ from buildpacks.oci import registry
 from buildpacks.oci.archive import write_archive
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import source_date_epoch
-from buildpacks.oci.model import Layer, Platform
+from buildpacks.oci.model import Layer, Platform, RegistryOptions
 from buildpacks.oci.reference import Reference
-from buildpacks.oci.registry import RegistryOptions
 from buildpacks.oci.source import TRANSPORTS, open_image, open_source
 from buildpacks.progress import Transfers
 

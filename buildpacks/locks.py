@@ -8,6 +8,8 @@ requirements text with pins and hashes; uv verifies the hashes when it installs.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import re
 import subprocess
@@ -234,6 +236,25 @@ READERS = {
 }
 
 
-def read_lock(path: Path, target: Target) -> Locked:
-    """The requirements a lock file pins for ``target``."""
-    return READERS[path.name](path, target)
+def read_lock(path: Path, target: Target, cache_dir: Path | None = None) -> Locked:
+    """The requirements a lock file pins for ``target``. With ``cache_dir``, the result of
+    ``uv export`` (a process start, tens of milliseconds) is kept by its inputs."""
+    if path.name != "uv.lock" or cache_dir is None:
+        return READERS[path.name](path, target)
+    pyproject = path.parent / "pyproject.toml"
+    inputs = [
+        path.read_bytes(),
+        pyproject.read_bytes() if pyproject.exists() else b"",
+        repr((sorted(target.extras), sorted(target.groups))).encode(),
+        importlib.metadata.version("uv").encode(),
+    ]
+    key = hashlib.sha256(b"\0".join(inputs)).hexdigest()
+    record = cache_dir / "uv-export" / f"{key}.txt"
+    if record.is_file():
+        return Locked(path.name, record.read_text(), complete=True)
+    locked = read_uv_lock(path, target)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    temp = record.with_suffix(".tmp")
+    temp.write_text(locked.text)
+    temp.replace(record)
+    return locked

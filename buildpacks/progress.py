@@ -8,9 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
 Advance = Callable[[int], None]
 
 
@@ -33,6 +30,16 @@ class Transfers:
     def blob(self, verb: str, name: str, total: int) -> Iterator[Advance]:
         start = time.monotonic()
         if self.tty:
+            # rich is imported only here: it costs a tenth of a second at every start.
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
             columns = (
                 TextColumn(f"{verb} {name}"),
                 BarColumn(),

@@ -10,10 +10,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from installer import install
-from installer.destinations import SchemeDictionaryDestination
-from installer.sources import WheelFile
-
 from buildpacks.buildpacks import (
     WORKSPACE,
     BuildContext,
@@ -41,6 +37,10 @@ def site_dir(runtime: Runtime) -> str:
 
 def install_wheel(wheel: Path, stage: Path, runtime: Runtime, interpreter: str) -> None:
     """Install ``wheel`` into ``stage``, laid out as it will be at ``APP`` in the image."""
+    from installer import install  # only when the layer is rebuilt: keeps warm starts short
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
+
     site = site_dir(runtime).removeprefix(APP + "/")
     scheme = {
         "purelib": str(stage / site),

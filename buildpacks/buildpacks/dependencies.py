@@ -41,6 +41,7 @@ from buildpacks.sbom import Package, packages_in
 ID = "python-buildpacks/dependencies"
 VERSION = "0.1.0"
 VENV = layer_path(ID, "venv")
+GZIP_LEVEL = 1
 # Environment variables that change what uv resolves; part of the cache key.
 _INDEX_ENV = (
     "UV_INDEX_URL",
@@ -222,7 +223,7 @@ class DependenciesBuildpack:
         )
         lock = find_lock(config.project.root)
         if lock is not None:
-            locked = read_lock(lock, target)
+            locked = read_lock(lock, target, config.cache_dir)
             ctx.log(f"Dependencies locked by {lock.name}")
         else:
             locked = project_requirements(ctx, target)
@@ -252,8 +253,10 @@ class DependenciesBuildpack:
             stage = ctx.work_dir / "venv"
             make_venv(stage, installed, runtime)
             packages = packages_in(stage / "lib" / f"python{runtime.minor}" / "site-packages")
-            layer = write_layer(ctx.store, [TreeMapping(stage, VENV)])
-            return layer, {"packages": [p.to_json() for p in packages]}
+            # Compression is the cold build's bottleneck and this is the big layer: level 1
+            # compresses about 2.3 times faster than 6 for a slightly larger blob (bench/).
+            layer = write_layer(ctx.store, [TreeMapping(stage, VENV)], compresslevel=GZIP_LEVEL)
+            return layer, {"packages": [p.to_json() for p in packages], "gzip-level": GZIP_LEVEL}
 
         result = reuse_or_build(ctx, ID, "venv", VENV, key, build_venv)
         if result.cached:

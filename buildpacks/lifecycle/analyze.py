@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 from buildpacks.config import BuildConfig
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.model import Image
-from buildpacks.oci.registry import RegistryOptions
+from buildpacks.oci.model import Image, RegistryOptions
 from buildpacks.oci.source import open_image
 from buildpacks.progress import Transfers
 

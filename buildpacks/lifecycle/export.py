@@ -25,8 +25,8 @@ from buildpacks.inspect import BUILD, LIFECYCLE, RUNTIME
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
 from buildpacks.lifecycle.restore import CACHE_LABEL
-from buildpacks.oci import daemon, registry
-from buildpacks.oci.archive import write_archive
+from buildpacks.oci import daemon
+from buildpacks.oci.archive import archive_digest, write_archive
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import TreeMapping, source_date_epoch, write_layer
 from buildpacks.oci.model import Image, Layer
@@ -236,7 +236,10 @@ def archive_path(config: BuildConfig) -> Path:
 def write(config: BuildConfig, image: Image, log: Callable[[str], None]) -> Path:
     """Write the image archive into the output directory and report reference and digest."""
     path = archive_path(config)
-    write_archive(image, path, config.image, source_date_epoch())
+    if archive_digest(path) == image.digest():
+        log(f"Archive unchanged: {path.name}")
+    else:
+        write_archive(image, path, config.image, source_date_epoch())
     log(f"Image: {config.image}")
     log(f"Digest: {image.digest()}")
     log(f"Archive: {path}")
@@ -248,6 +251,8 @@ def publish(config: BuildConfig, image: Image, archive: Path, log: Callable[[str
     archive (``<archive>.digest``) for scripts."""
     targets = [Reference.parse(config.image), *(Reference.parse(tag) for tag in config.tags)]
     base = [] if config.base_image.startswith(TRANSPORTS) else [Reference.parse(config.base_image)]
+    from buildpacks.oci import registry  # httpx loads only when a registry is used
+
     digest = registry.push(image, targets, registry_options(config), Transfers(log), base)
     digest_file = archive.with_name(archive.name + ".digest")
     temp = digest_file.with_name("." + digest_file.name + ".partial")
@@ -275,6 +280,8 @@ def publish_cache(config: BuildConfig, ctx: BuildContext, log: Callable[[str], N
         [r.layer for r in cacheable],
     )
     mounts = [] if config.image.startswith(TRANSPORTS) else [Reference.parse(config.image)]
+    from buildpacks.oci import registry  # httpx loads only when a registry is used
+
     digest = registry.push(
         image,
         [Reference.parse(config.cache_image)],

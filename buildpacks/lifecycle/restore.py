@@ -55,7 +55,12 @@ def from_daemon(
     if keys:
         log(f"Previous image {reference} in the daemon: {len(keys)} reusable layer(s)")
     return {
-        key: (lambda d=diff_id, x=extra: (daemon.restore_layer(reference, d, store), x))
+        key: (
+            lambda d=diff_id, x=extra: (
+                daemon.restore_layer(reference, d, store, x.get("gzip-level", 6)),
+                x,
+            )
+        )
         for key, (diff_id, extra) in keys.items()
     }
 

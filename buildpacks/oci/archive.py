@@ -94,6 +94,17 @@ def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
         raise
 
 
+def archive_digest(path: Path) -> str | None:
+    """The image digest an archive of ours holds, or None (no file, another kind of file)."""
+    try:
+        with tarfile.open(path) as tar:
+            index = tar.extractfile("index.json")
+            manifests = json.loads(index.read()).get("manifests", []) if index else []
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return None
+    return manifests[0].get("digest") if len(manifests) == 1 else None
+
+
 def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
     """Copy the (first) image of a ``docker save`` archive into the store.
 

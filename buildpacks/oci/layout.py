@@ -12,8 +12,8 @@ from typing import BinaryIO
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.manifest import select_platform, source_from_manifest
 from buildpacks.oci.model import INDEX_TYPES, Descriptor, Image, ImageSource, Platform
-from buildpacks.oci.registry import select_platform, source_from_manifest
 
 REF_NAME = "org.opencontainers.image.ref.name"
 

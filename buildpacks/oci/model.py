@@ -182,3 +182,13 @@ class Image:
             self.config.get("architecture", "amd64"),
             self.config.get("variant"),
         )
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries: which may skip TLS checks, which CA verifies the others."""
+
+    insecure: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+    attempts: int = 5
+    backoff: float = 0.2

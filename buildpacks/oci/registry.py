@@ -17,9 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -27,6 +25,7 @@ import httpx
 from buildpacks.errors import BuildError
 from buildpacks.oci.auth import Credentials, find_credentials
 from buildpacks.oci.blobs import CHUNK, BlobStore
+from buildpacks.oci.manifest import select_platform, source_from_manifest
 from buildpacks.oci.model import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -37,6 +36,7 @@ from buildpacks.oci.model import (
     Image,
     ImageSource,
     Platform,
+    RegistryOptions,
     sha256_digest,
 )
 from buildpacks.oci.reference import Reference
@@ -45,16 +45,6 @@ from buildpacks.progress import Transfers
 ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
 RETRY_STATUS = (429, 500, 502, 503, 504)
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to reach registries: which may skip TLS checks, which CA verifies the others."""
-
-    insecure: tuple[str, ...] = ()
-    ca_bundle: str | None = None
-    attempts: int = 5
-    backoff: float = 0.2
 
 
 class RegistryClient:
@@ -358,59 +348,6 @@ def _read_file(path: Path, advance: Callable[[int], None]) -> Iterator[bytes]:
         while chunk := f.read(CHUNK):
             advance(len(chunk))
             yield chunk
-
-
-def select_platform(index: dict[str, Any], platform: Platform, what: str) -> Descriptor:
-    """The manifest of an index that serves ``platform``."""
-    offered = []
-    for entry in index.get("manifests", []):
-        spec = entry.get("platform") or {}
-        if platform.matches(spec):
-            return Descriptor.from_json(entry)
-        if spec.get("os") and spec.get("os") != "unknown":
-            offered.append(
-                "/".join(
-                    filter(None, (spec.get("os"), spec.get("architecture"), spec.get("variant")))
-                )
-            )
-    raise BuildError(f"{what} has no image for {platform} (it has: {', '.join(offered) or 'none'})")
-
-
-def source_from_manifest(
-    manifest_bytes: bytes,
-    manifest_digest: str,
-    fetch: Callable[[Descriptor], None],
-    store: BlobStore,
-    reference: str,
-) -> ImageSource:
-    """An ``ImageSource`` for a manifest whose blobs ``fetch`` puts into ``store``."""
-    manifest = json.loads(manifest_bytes)
-    config_desc = Descriptor.from_json(manifest["config"])
-    fetch(config_desc)
-    config = json.loads(store.path(config_desc.digest).read_bytes())
-
-    def fetch_path(descriptor: Descriptor) -> Path:
-        fetch(descriptor)
-        return store.path(descriptor.digest)
-
-    source = ImageSource(reference, manifest, manifest_digest, config, fetch_path)
-    if len(source.diff_ids) != len(source.layer_descriptors):
-        raise BuildError(
-            f"{reference}: config lists {len(source.diff_ids)} layers, "
-            f"manifest {len(source.layer_descriptors)}"
-        )
-    return source
-
-
-def image_from_manifest(
-    manifest_bytes: bytes,
-    manifest_digest: str,
-    fetch: Callable[[Descriptor], None],
-    store: BlobStore,
-    reference: str,
-) -> Image:
-    """An ``Image`` from a manifest, every blob fetched into ``store``."""
-    return source_from_manifest(manifest_bytes, manifest_digest, fetch, store, reference).image()
 
 
 @contextmanager

@@ -13,9 +13,9 @@ from buildpacks.errors import BuildError
 from buildpacks.oci.archive import read_docker_archive
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layout import layout_source, read_layout
-from buildpacks.oci.model import Image, ImageSource, Platform
+from buildpacks.oci.manifest import image_from_manifest
+from buildpacks.oci.model import Image, ImageSource, Platform, RegistryOptions
 from buildpacks.oci.reference import Reference
-from buildpacks.oci.registry import RegistryOptions, image_from_manifest, pull, registry_source
 from buildpacks.progress import Transfers
 
 TRANSPORTS = ("oci-layout:", "oci-archive:", "docker-archive:")
@@ -101,6 +101,8 @@ def open_image(
                     f"base image {spec} is not in the local cache and pull-policy is never; "
                     "build once with pull-policy if-not-present"
                 )
+            from buildpacks.oci.registry import pull  # httpx loads only when a registry is used
+
             image = pull(
                 ref, platform, store, options or RegistryOptions(), transfers or Transfers(print)
             )
@@ -139,6 +141,8 @@ def open_source(
             ref = Reference.parse(spec)
         except ValueError as e:
             raise BuildError(f"image {e}") from None
+        from buildpacks.oci.registry import registry_source  # httpx loads only when needed
+
         opts = options or RegistryOptions()
         with registry_source(ref, platform, store, opts, transfers or Transfers(print)) as source:
             yield source
