@@ -151,17 +151,7 @@ class Setup:
         self.ca = ca
         self.registry = testbed.Registry(work / "registry", tls=(cert, key))
         for spec, tag in ((self.base, "bookworm"), (self.updated, "updated")):
-            path, name = spec.removeprefix("oci-layout:").rsplit(":", 1)
-            run(
-                [
-                    "skopeo",
-                    "copy",
-                    "-q",
-                    "--dest-tls-verify=false",
-                    f"oci:{path}:{name}",
-                    f"docker://{self.registry.host}/base/debian:{tag}",
-                ]
-            )
+            testbed.push_layout(spec, self.registry, f"base/debian:{tag}")
         wheels = testbed.build_wheelhouse(work / "plugin")
         self.env = testbed.clean_env(
             **testbed.plugin_env(wheels),
@@ -232,31 +222,11 @@ class Podman:
         self.setup, self.project = setup, project
         # podman refuses a runroot path longer than 50 characters: keep it short.
         store = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))
-        self.args = [
-            "podman",
-            "--root",
-            str(store / "root"),
-            "--runroot",
-            str(store / "run"),
-            "--storage-driver",
-            "overlay",
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-        ]
+        self.args = testbed.Podman(store).args
         for spec, tag in ((setup.base, "bookworm"), (setup.updated, "updated")):
             path, name = spec.removeprefix("oci-layout:").rsplit(":", 1)
-            run(
-                [
-                    "skopeo",
-                    "copy",
-                    "-q",
-                    f"oci:{path}:{name}",
-                    f"containers-storage:[overlay@{store / 'root'}+{store / 'run'}]"
-                    f"localhost/base:{tag}",
-                ]
-            )
+            storage = f"containers-storage:[overlay@{store / 'root'}+{store / 'run'}]"
+            run(["skopeo", "copy", "-q", f"oci:{path}:{name}", f"{storage}localhost/base:{tag}"])
         (project / "Dockerfile").write_text(DOCKERFILE)
         (project / ".dockerignore").write_text("dist\n.venv\nDockerfile\n")
         self.wheels = wheelhouse.url
@@ -270,12 +240,7 @@ class Podman:
                 "build",
                 "-q",
                 "--pull=never",
-                "--network",
-                "host",
-                "--ulimit",
-                "nofile=4096:4096",
-                "--ulimit",
-                "nproc=4096:4096",
+                *testbed.RUN_FLAGS,
                 "--build-arg",
                 f"BASE=localhost/base:{base}",
                 "--build-arg",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -149,18 +148,7 @@ def test_source_edit_changes_only_the_application_layer(session_dir, hatch_env):
 
 
 def test_base_image_pulled_from_a_registry(session_dir, hatch_env, registry, base_image, podman):
-    layout = base_image.removeprefix("oci-layout:")
-    subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--dest-tls-verify=false",
-            f"oci:{layout}",
-            f"docker://{registry.host}/base/debian-python:bookworm",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    testbed.push_layout(base_image, registry, "base/debian-python:bookworm")
     project = testbed.copy_example(session_dir / "from-registry")
     env = {
         **hatch_env,

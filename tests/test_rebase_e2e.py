@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -23,17 +22,6 @@ ARCHIVE = "dist/example-service-0.1.0.tar"
 @pytest.fixture(scope="module")
 def updated_base(session_dir, base_image) -> str:
     return testbed.updated_base(base_image, session_dir / "updated-base")
-
-
-def push_layout(spec: str, registry: testbed.Registry, name: str) -> str:
-    path, tag = spec.removeprefix("oci-layout:").rsplit(":", 1)
-    target = f"{registry.host}/{name}"
-    subprocess.run(
-        ["skopeo", "copy", "--dest-tls-verify=false", f"oci:{path}:{tag}", f"docker://{target}"],
-        check=True,
-        capture_output=True,
-    )
-    return target
 
 
 def layer_digests(archive: Path) -> list[str]:
@@ -118,8 +106,8 @@ def test_rebase_an_archive_onto_an_updated_base(session_dir, hatch_env, updated_
 def test_rebase_in_a_registry_uploads_no_layer(
     session_dir, hatch_env, registry, base_image, updated_base, podman
 ):
-    old_base = push_layout(base_image, registry, "base/debian:bookworm")
-    new_base = push_layout(updated_base, registry, "base/debian:updated")
+    old_base = testbed.push_layout(base_image, registry, "base/debian:bookworm")
+    new_base = testbed.push_layout(updated_base, registry, "base/debian:updated")
     image = f"{registry.host}/team/rebase:0.1.0"
     project = testbed.copy_example(session_dir / "rebase-registry")
     built = testbed.hatch_build(

@@ -236,18 +236,7 @@ def test_push_through_a_flaky_proxy_completes_with_the_same_digest(
 
 
 def test_base_pull_policy_uses_the_local_cache(session_dir, hatch_env, registry, base_image):
-    layout = base_image.removeprefix("oci-layout:")
-    subprocess.run(
-        [
-            "skopeo",
-            "copy",
-            "--dest-tls-verify=false",
-            f"oci:{layout}",
-            f"docker://{registry.host}/base/policy:bookworm",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    testbed.push_layout(base_image, registry, "base/policy:bookworm")
     env = {
         "BP_BASE_IMAGE": f"{registry.host}/base/policy:bookworm",
         "BP_CACHE_DIR": str(session_dir / "policy-cache"),

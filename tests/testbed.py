@@ -53,6 +53,10 @@ def wait_for_socket(path: Path, timeout: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+# Host networking and explicit limits: podman's defaults fail on these machines.
+RUN_FLAGS = ("--network", "host", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")
+
+
 class Podman:
     """podman with its own storage, runc and host networking (what works on these machines)."""
 
@@ -90,37 +94,10 @@ class Podman:
         extra = ["--entrypoint", entrypoint] if entrypoint is not None else []
         for key, value in (env or {}).items():
             extra += ["-e", f"{key}={value}"]
-        return self(
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=4096:4096",
-            "--ulimit",
-            "nproc=4096:4096",
-            *extra,
-            image,
-            *command,
-            check=check,
-        )
+        return self("run", "--rm", *RUN_FLAGS, *extra, image, *command, check=check)
 
     def serve(self, image: str, port: int, name: str) -> None:
-        self(
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "host",
-            "--ulimit",
-            "nofile=4096:4096",
-            "--ulimit",
-            "nproc=4096:4096",
-            "-e",
-            f"PORT={port}",
-            image,
-        )
+        self("run", "-d", "--name", name, *RUN_FLAGS, "-e", f"PORT={port}", image)
 
 
 class Registry:
@@ -328,6 +305,25 @@ def updated_base(base_spec: str, directory: Path) -> str:
         )
         shutil.rmtree(bundle)
     return f"oci-layout:{layout}:bookworm-updated"
+
+
+def push_layout(spec: str, registry: Registry, name: str) -> str:
+    """Copy an ``oci-layout:PATH:TAG`` image to ``registry`` as ``name``; its reference."""
+    path, tag = spec.removeprefix("oci-layout:").rsplit(":", 1)
+    target = f"{registry.host}/{name}"
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            f"oci:{path}:{tag}",
+            f"docker://{target}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
