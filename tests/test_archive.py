@@ -131,3 +131,28 @@ def test_wrong_platform_and_unknown_tag(image, tmp_path):
     )
     with pytest.raises(BuildError, match="no image tagged 'v2' \\(tags: v1\\)"):
         open_image(f"oci-layout:{layout}:v2", AMD64, BlobStore(tmp_path / "s"))
+
+
+def test_archive_tar_stream_is_what_tarfile_writes(tmp_path):
+    import io
+    import os
+    import tarfile
+
+    from buildpacks.oci.archive import _TarStream
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(70_001))
+    with open(tmp_path / "ours.tar", "wb") as f:
+        stream = _TarStream(f, 5)
+        stream.add("index.json", b"{}")
+        stream.add("blobs/sha256/ab", blob)
+        stream.close()
+    with (
+        open(tmp_path / "tarfile.tar", "wb") as f,
+        tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, data in (("index.json", b"{}"), ("blobs/sha256/ab", blob.read_bytes())):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 5, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "tarfile.tar").read_bytes()

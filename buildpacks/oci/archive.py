@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import CHUNK, BlobStore
@@ -29,14 +30,6 @@ from buildpacks.oci.model import (
 
 def _blob_name(digest: str) -> str:
     return "blobs/" + digest.replace(":", "/")
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = mtime
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
 
 
 def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
@@ -68,30 +61,73 @@ def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
-        with (
-            os.fdopen(fd, "wb") as f,
-            tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            _add_bytes(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}', mtime)
-            _add_bytes(tar, "index.json", canonical_json(index), mtime)
-            _add_bytes(tar, "manifest.json", canonical_json(docker_manifest), mtime)
+        with os.fdopen(fd, "wb") as f:
+            tar = _TarStream(f, mtime)
+            tar.add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            tar.add("index.json", canonical_json(index))
+            tar.add("manifest.json", canonical_json(docker_manifest))
             blobs: dict[str, bytes | Path] = {digest: manifest, config_digest: config}
             for layer in image.layers:
                 blobs[layer.digest] = layer.path
             for blob_digest in sorted(blobs):
-                content = blobs[blob_digest]
-                if isinstance(content, bytes):
-                    _add_bytes(tar, _blob_name(blob_digest), content, mtime)
-                    continue
-                info = tarfile.TarInfo(_blob_name(blob_digest))
-                info.size = content.stat().st_size
-                info.mtime, info.mode = mtime, 0o644
-                with open(content, "rb") as blob:
-                    tar.addfile(info, blob)
+                tar.add(_blob_name(blob_digest), blobs[blob_digest])
+            tar.close()
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+class _TarStream:
+    """The little of the tar format an archive needs — regular files with PAX headers, as
+    ``tarfile`` writes them — with file content copied by the kernel (``copy_file_range``):
+    a warm rebuild copies the base's layers into every archive it writes."""
+
+    def __init__(self, f: BinaryIO, mtime: int) -> None:
+        self.f = f
+        self.mtime = mtime
+        self.offset = 0
+
+    def _write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.offset += len(data)
+
+    def add(self, name: str, content: bytes | Path) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(content) if isinstance(content, bytes) else content.stat().st_size
+        info.mtime, info.mode = self.mtime, 0o644
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        if isinstance(content, bytes):
+            self._write(content)
+        else:
+            self.f.flush()
+            with open(content, "rb") as source:
+                _copy(source, self.f, info.size)
+            self.offset += info.size
+        remainder = info.size % tarfile.BLOCKSIZE
+        if remainder:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
+
+    def close(self) -> None:
+        self._write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
+        remainder = self.offset % tarfile.RECORDSIZE
+        if remainder:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - remainder))
+
+
+def _copy(source: BinaryIO, target: BinaryIO, size: int) -> None:
+    """Copy ``size`` bytes between files, in the kernel where it can."""
+    left = size
+    try:
+        while left:
+            copied = os.copy_file_range(source.fileno(), target.fileno(), left)
+            if copied == 0:
+                raise OSError("short copy")
+            left -= copied
+    except (OSError, AttributeError):
+        source.seek(size - left)
+        target.seek(0, os.SEEK_END)
+        shutil.copyfileobj(source, target, CHUNK)  # type: ignore[misc]
 
 
 def archive_digest(path: Path) -> str | None:
