@@ -30,8 +30,13 @@ class ImageBuilder(BuilderInterface):
         return ["standard"]
 
     def clean(self, directory: str, versions: list[str]) -> None:
+        from buildpacks.oci.archive import archive_digest
+
+        # Only image archives (an OCI index inside), never other tar files a user keeps there.
         for archive in Path(directory).glob("*.tar"):
-            archive.unlink()
+            if archive_digest(archive) is not None:
+                archive.with_name(archive.name + ".digest").unlink(missing_ok=True)
+                archive.unlink()
 
     def build_standard(self, directory: str, **build_data: Any) -> str:
         try:
