@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import platformdirs
 
 from buildpacks import __version__, frontend, inspect, sbom
 from buildpacks import config as build_config
@@ -46,21 +43,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _store() -> BlobStore:
-    cache = os.environ.get("BP_CACHE_DIR") or platformdirs.user_cache_dir("python-buildpacks")
-    return BlobStore(Path(cache).expanduser() / "blobs")
+    return BlobStore(build_config.resolve_cache_dir(build_config.environment_settings()) / "blobs")
 
 
 def _options() -> RegistryOptions:
     """Registry settings for commands run outside a project: from the environment."""
-    insecure = os.environ.get("BP_INSECURE_REGISTRIES", "")
+    values = build_config.environment_settings()
     return RegistryOptions(
-        insecure=tuple(h.strip() for h in insecure.split(",") if h.strip()),
-        ca_bundle=os.environ.get("BP_REGISTRY_CA") or None,
+        insecure=tuple(build_config.setting(values, "insecure-registries") or ()),
+        ca_bundle=values.get("registry-ca"),
     )
 
 
 def _open(ref: str, store: BlobStore):
-    platform = Platform.parse(os.environ.get("BP_PLATFORM", "linux/amd64"))
+    platform = Platform.parse(build_config.setting(build_config.environment_settings(), "platform"))
     return open_source(ref, platform, store, options=_options(), transfers=Transfers(_stderr))
 
 

@@ -271,6 +271,18 @@ def resolve_python_version(
     )
 
 
+def resolve_cache_dir(values: Mapping[str, Any]) -> Path:
+    """``cache-dir`` if given, else the user's cache directory."""
+    return Path(
+        values.get("cache-dir") or platformdirs.user_cache_dir("python-buildpacks")
+    ).expanduser()
+
+
+def environment_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings ``BP_*`` variables give, for commands run outside a project."""
+    return gather({}, os.environ if env is None else env, {})[0]
+
+
 def default_image(project: Project) -> str:
     return f"{normalize_repository(project.name)}:{normalize_tag(project.version)}"
 
@@ -316,7 +328,7 @@ def resolve(
             Reference.parse(tag)
         except ValueError as e:
             raise BuildError(f"tags ({origins['tags']}): {e}") from None
-    cache_dir = Path(values.get("cache-dir") or platformdirs.user_cache_dir("python-buildpacks"))
+    cache_dir = resolve_cache_dir(values)
     return BuildConfig(
         project=project,
         image=values["image"],
@@ -337,7 +349,7 @@ def resolve(
         dependency_groups=tuple(setting(values, "dependency-groups") or ()),
         index_url=values.get("index-url"),
         extra_index_urls=tuple(setting(values, "extra-index-urls") or ()),
-        cache_dir=cache_dir.expanduser(),
+        cache_dir=cache_dir,
         output_dir=output_dir,
         origins=origins,
     )

@@ -15,6 +15,7 @@ from buildpacks import config as build_config
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import build_image
 from buildpacks.lifecycle.export import archive_path
+from buildpacks.oci.archive import archive_digest
 from buildpacks.project import Project, load_project
 
 
@@ -30,8 +31,6 @@ class ImageBuilder(BuilderInterface):
         return ["standard"]
 
     def clean(self, directory: str, versions: list[str]) -> None:
-        from buildpacks.oci.archive import archive_digest
-
         # Only image archives (an OCI index inside), never other tar files a user keeps there.
         for archive in Path(directory).glob("*.tar"):
             if archive_digest(archive) is not None:

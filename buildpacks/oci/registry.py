@@ -15,7 +15,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urljoin
@@ -391,7 +391,7 @@ def push(
     targets: list[Reference],
     options: RegistryOptions,
     transfers: Transfers,
-    mount_sources: list[Reference] = (),  # type: ignore[assignment]
+    mount_sources: Sequence[Reference] = (),
 ) -> str:
     """Push ``image`` under every target reference; returns the manifest digest."""
     manifest = image.manifest_bytes()
