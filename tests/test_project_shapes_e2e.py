@@ -148,3 +148,28 @@ def test_config_command_shows_values_and_origins(session_dir, hatch_env):
     assert "(pyproject.toml [tool.buildpacks])" in lines["index-url"]
     assert "s3cret" not in result.stdout
     assert lines["python-version"].endswith("'3.11'  (requires-python '>=3.11,<3.12')")
+
+
+def test_setuptools_project_with_uv_build(session_dir, hatch_env):
+    project = copy_project("setuptools-app", session_dir / "setuptools-uv")
+    # uv takes the build backend from the wheelhouse; its own cache is fresh, since uv keys
+    # find-links wheels by file name and a rebuilt wheel of the same version would be missed.
+    env = {**hatch_env, "UV_CACHE_DIR": str(session_dir / "uv-build-cache")}
+    wheelhouse = hatch_env["PIP_FIND_LINKS"]
+    uv = str(testbed.BIN / "uv")
+    result = subprocess.run(
+        [uv, "build", "--find-links", wheelhouse, "-C", "image=true", str(project)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    names = sorted(p.name for p in (project / "dist").iterdir() if p.name != ".gitignore")
+    assert names == [
+        "setup-app-2.4.1.tar",
+        "setup_app-2.4.1-py3-none-any.whl",
+        "setup_app-2.4.1.tar.gz",
+    ]
+    _, _, config = testbed.read_archive_manifest(project / "dist" / "setup-app-2.4.1.tar")
+    assert config["config"]["Entrypoint"][0].endswith("/bin/setup-app")
