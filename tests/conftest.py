@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,10 +37,13 @@ def hatch_env(session_dir: Path, base_image: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def podman(session_dir: Path) -> Iterator[testbed.Podman]:
-    pm = testbed.Podman(session_dir / "podman")
+def podman() -> Iterator[testbed.Podman]:
+    # Directly under /tmp whatever TMPDIR says: podman refuses a runroot over 50 characters.
+    root = Path(tempfile.mkdtemp(prefix="bp-podman-", dir="/tmp"))
+    pm = testbed.Podman(root)
     yield pm
     pm("rm", "-a", "-f", check=False)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
