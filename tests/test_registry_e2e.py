@@ -311,3 +311,60 @@ def test_daemon_load_into_podmans_docker_api(session_dir, hatch_env, podman):
         podman("rm", "-f", "-t", "2", "from-daemon", check=False)
         service.terminate()
         service.wait(timeout=10)
+
+
+def test_bearer_token_registry_anonymous_pull_and_authenticated_push(
+    session_dir, hatch_env, registry, base_image
+):
+    proxy = testbed.TokenProxy(registry.host, {USER: PASSWORD})
+    try:
+        testbed.push_layout(base_image, registry, "base/token:bookworm")
+        base = f"{proxy.host}/base/token:bookworm"
+        _, pulled = build(
+            session_dir,
+            hatch_env,
+            "token-pull",
+            BP_BASE_IMAGE=base,
+            BP_CACHE_DIR=str(session_dir / "token-cache-1"),
+        )
+        assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+        assert ("repository:base/token:pull", None) in proxy.token_requests  # anonymous
+        image = f"{proxy.host}/team/token:0.1.0"
+        project, pushed = build(
+            session_dir,
+            hatch_env,
+            "token-push",
+            BP_BASE_IMAGE=base,
+            BP_PUBLISH="true",
+            BP_IMAGE=image,
+            BP_REGISTRY_USERNAME=USER,
+            BP_REGISTRY_PASSWORD=PASSWORD,
+            BP_CACHE_DIR=str(session_dir / "token-cache-2"),
+        )
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        assert ("repository:team/token:pull,push", USER) in proxy.token_requests
+        local = testbed.read_archive_manifest(project / "dist/token-0.1.0.tar")[0]
+        stored = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--tls-verify=false",
+                f"docker://{registry.host}/team/token:0.1.0",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(stored.stdout)["Digest"] == local
+        _, refused = build(
+            session_dir,
+            hatch_env,
+            "token-anon-push",
+            BP_BASE_IMAGE=base,
+            BP_PUBLISH="true",
+            BP_IMAGE=image,
+            BP_CACHE_DIR=str(session_dir / "token-cache-2"),
+        )
+        assert_one_clean_error(refused, "refused pull,push access to team/token anonymously")
+    finally:
+        proxy.stop()

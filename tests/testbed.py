@@ -222,17 +222,14 @@ def make_ca_and_cert(directory: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-class FlakyProxy:
-    """A loopback HTTP proxy in front of a registry that fails some requests: every
-    ``every``-th one gets a 500, and the one after it has its connection dropped."""
+class Proxy:
+    """A loopback HTTP proxy in front of a registry. ``intercept(handler, body)`` may answer
+    a request itself (returning True); everything else is forwarded."""
 
-    def __init__(self, upstream: str, every: int = 4) -> None:
-        import http.client
+    def __init__(self, upstream: str) -> None:
         import http.server
         import threading
 
-        self.count = 0
-        self.failures = 0
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -241,48 +238,123 @@ class FlakyProxy:
             def log_message(self, *args):  # quiet
                 pass
 
-            def _forward(self):
+            def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                proxy.count += 1
-                n = proxy.count
-                if n % every == 0:
-                    proxy.failures += 1
-                    self.send_response(500)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if n % every == 1 and n > 1:
-                    proxy.failures += 1
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                conn = http.client.HTTPConnection(upstream, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                headers["Host"] = upstream
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        if key.lower() == "location":
-                            value = value.replace(upstream, proxy.host)
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
+                if not proxy.intercept(self, body):
+                    proxy.forward(self, body, upstream)
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_PATCH = do_DELETE = _forward
+            do_GET = do_PUT = do_POST = do_HEAD = do_PATCH = do_DELETE = _handle
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def intercept(self, handler, body: bytes | None) -> bool:
+        return False
+
+    @staticmethod
+    def answer(
+        handler, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> None:
+        handler.send_response(status)
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+
+    def forward(self, handler, body: bytes | None, upstream: str) -> None:
+        import http.client
+
+        conn = http.client.HTTPConnection(upstream, timeout=60)
+        headers = {
+            k: v for k, v in handler.headers.items() if k.lower() not in ("host", "authorization")
+        }
+        headers["Host"] = upstream
+        conn.request(handler.command, handler.path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        passed = {
+            key: value.replace(upstream, self.host) if key.lower() == "location" else value
+            for key, value in response.getheaders()
+            if key.lower() not in ("transfer-encoding", "connection", "content-length")
+        }
+        self.answer(handler, response.status, data, passed)
+        conn.close()
+
     def stop(self) -> None:
         self.server.shutdown()
+
+
+class FlakyProxy(Proxy):
+    """Fails some requests: every ``every``-th one gets a 500, and the one after it has its
+    connection dropped."""
+
+    def __init__(self, upstream: str, every: int = 4) -> None:
+        self.every, self.count, self.failures = every, 0, 0
+        super().__init__(upstream)
+
+    def intercept(self, handler, body: bytes | None) -> bool:
+        self.count += 1
+        if self.count % self.every == 0:
+            self.failures += 1
+            self.answer(handler, 500)
+            return True
+        if self.count % self.every == 1 and self.count > 1:
+            self.failures += 1
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        return False
+
+
+class TokenProxy(Proxy):
+    """Bearer-token auth in front of a registry, as Docker Hub and GHCR do it: ``/v2/``
+    requests without a token get a challenge naming the token service (``/token`` here),
+    which gives pull tokens to anyone and push tokens only for ``users``' credentials."""
+
+    def __init__(self, upstream: str, users: dict[str, str]) -> None:
+        self.users = users
+        self.token_requests: list[tuple[str, str | None]] = []  # (scope, user)
+        super().__init__(upstream)
+
+    def intercept(self, handler, body: bytes | None) -> bool:
+        from urllib.parse import parse_qs, urlparse
+
+        url = urlparse(handler.path)
+        if url.path == "/token":
+            scope = parse_qs(url.query).get("scope", [""])[0]
+            user = self._basic_user(handler.headers.get("Authorization", ""))
+            self.token_requests.append((scope, user))
+            if "push" in scope and user is None:
+                self.answer(handler, 401)
+            else:
+                token = json.dumps({"token": f"token:{'push' if 'push' in scope else 'pull'}"})
+                self.answer(handler, 200, token.encode(), {"Content-Type": "application/json"})
+            return True
+        auth = handler.headers.get("Authorization", "")
+        wants_push = handler.command in ("POST", "PUT", "PATCH", "DELETE")
+        granted = auth == "Bearer token:push" or (auth == "Bearer token:pull" and not wants_push)
+        if not granted and url.path != "/v2/":
+            repository = url.path.removeprefix("/v2/").split("/blobs/")[0].split("/manifests/")[0]
+            action = "pull,push" if wants_push else "pull"
+            challenge = (
+                f'Bearer realm="http://{self.host}/token",service="test-registry",'
+                f'scope="repository:{repository}:{action}"'
+            )
+            self.answer(handler, 401, b"", {"WWW-Authenticate": challenge})
+            return True
+        return False
+
+    def _basic_user(self, header: str) -> str | None:
+        import base64
+
+        if not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user if self.users.get(user) == password else None
 
 
 def updated_base(base_spec: str, directory: Path) -> str:

@@ -45,11 +45,16 @@ def _keys(registry: str) -> tuple[str, ...]:
     return (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/")
 
 
-def _from_helper(helper: str, server: str) -> Credentials | None:
+def _from_helper(helper: str, server: str, env: Mapping[str, str]) -> Credentials | None:
     program = f"docker-credential-{helper}"
     try:
         result = subprocess.run(
-            [program, "get"], input=server, capture_output=True, text=True, timeout=30
+            [program, "get"],
+            input=server,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(env),
         )
     except FileNotFoundError:
         raise BuildError(
@@ -109,13 +114,13 @@ def find_credentials(registry: str, env: Mapping[str, str] | None = None) -> Cre
     for key in keys:
         helper = (config.get("credHelpers") or {}).get(key)
         if helper:
-            return _from_helper(helper, key)
+            return _from_helper(helper, key, env)
     found = _from_auths(config.get("auths") or {}, keys, docker_config)
     if found:
         return found
     if config.get("credsStore"):
         for key in keys:
-            found = _from_helper(config["credsStore"], key)
+            found = _from_helper(config["credsStore"], key, env)
             if found:
                 return found
     candidates = [env.get("REGISTRY_AUTH_FILE")]
