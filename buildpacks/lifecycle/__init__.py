@@ -24,7 +24,6 @@ class BuildResult:
     reference: str
     digest: str
     archive: Path
-    layers: tuple[str, ...]  # digests of the layers our buildpacks added, bottom to top
 
 
 def build_image(
@@ -53,6 +52,4 @@ def build_image(
         export.publish(config, image, archive, log)
     if config.cache_image:
         export.publish_cache(config, built, log)
-    return BuildResult(
-        config.image, image.digest(), archive, tuple(r.layer.digest for r in built.layers)
-    )
+    return BuildResult(config.image, image.digest(), archive)
