@@ -23,6 +23,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from buildpacks.errors import BuildError
+from buildpacks.oci.blobs import write_atomic
 from buildpacks.toml import read_toml
 
 LOCK_FILES = ("uv.lock", "pylock.toml", "poetry.lock", "requirements.txt", "Pipfile.lock")
@@ -253,8 +254,5 @@ def read_lock(path: Path, target: Target, cache_dir: Path | None = None) -> Lock
     if record.is_file():
         return Locked(path.name, record.read_text(), complete=True)
     locked = read_uv_lock(path, target)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    temp = record.with_suffix(".tmp")
-    temp.write_text(locked.text)
-    temp.replace(record)
+    write_atomic(record, locked.text)
     return locked

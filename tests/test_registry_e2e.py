@@ -219,18 +219,7 @@ def test_push_through_a_flaky_proxy_completes_with_the_same_digest(
         assert result.returncode == 0, result.stdout + result.stderr
         assert proxy.failures >= 2
         local = testbed.read_archive_manifest(project / "dist/flaky-0.1.0.tar")[0]
-        head = subprocess.run(
-            [
-                "skopeo",
-                "inspect",
-                "--tls-verify=false",
-                f"docker://{registry.host}/team/flaky:0.1.0",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert json.loads(head.stdout)["Digest"] == local
+        assert testbed.registry_digest(f"{registry.host}/team/flaky:0.1.0") == local
     finally:
         proxy.stop()
 
@@ -344,18 +333,7 @@ def test_bearer_token_registry_anonymous_pull_and_authenticated_push(
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
         assert ("repository:team/token:pull,push", USER) in proxy.token_requests
         local = testbed.read_archive_manifest(project / "dist/token-0.1.0.tar")[0]
-        stored = subprocess.run(
-            [
-                "skopeo",
-                "inspect",
-                "--tls-verify=false",
-                f"docker://{registry.host}/team/token:0.1.0",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert json.loads(stored.stdout)["Digest"] == local
+        assert testbed.registry_digest(f"{registry.host}/team/token:0.1.0") == local
         _, refused = build(
             session_dir,
             hatch_env,

@@ -398,6 +398,17 @@ def push_layout(spec: str, registry: Registry, name: str) -> str:
     return target
 
 
+def registry_digest(reference: str) -> str:
+    """The digest of the image a (plain-HTTP, loopback) registry holds under ``reference``."""
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{reference}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)["Digest"]
+
+
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The ``buildpacks`` command line, as a user runs it."""
     return subprocess.run([str(BIN / "buildpacks"), *args], env=env, capture_output=True, text=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from buildpacks.config import BuildConfig
-from buildpacks.oci.blobs import BlobStore, file_digest
+from buildpacks.oci.blobs import BlobStore, file_digest, write_atomic
 from buildpacks.oci.model import Descriptor, Image, Layer
 from buildpacks.sbom import Package
 
@@ -147,13 +147,9 @@ def remember_layer(
     ctx: BuildContext, key: str, layer: Layer, extra: dict[str, Any] | None = None
 ) -> None:
     """Record a built layer under ``key``; written atomically so a crash leaves no half record."""
-    directory = ctx.config.cache_dir / "layers"
-    directory.mkdir(parents=True, exist_ok=True)
-    temp = directory / f".{key}.tmp"
     record = {
         "descriptor": layer.descriptor.to_json(),
         "diff_id": layer.diff_id,
         "extra": extra or {},
     }
-    temp.write_text(json.dumps(record))
-    temp.replace(directory / f"{key}.json")
+    write_atomic(ctx.config.cache_dir / "layers" / f"{key}.json", json.dumps(record))

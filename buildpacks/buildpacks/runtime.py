@@ -11,6 +11,7 @@ from buildpacks.buildpacks import BuildContext, Runtime
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci import rootfs
+from buildpacks.oci.blobs import write_atomic
 from buildpacks.oci.model import Image
 
 ID = "python-buildpacks/runtime"
@@ -111,10 +112,7 @@ class RuntimeBuildpack:
             facts = json.loads(record.read_text())
         except (OSError, ValueError):
             facts = inspect_run_image(image, ctx.config.platform.machine)
-            record.parent.mkdir(parents=True, exist_ok=True)
-            temp = record.with_suffix(".tmp")
-            temp.write_text(json.dumps(facts))
-            temp.replace(record)
+            write_atomic(record, json.dumps(facts))
         ctx.runtime = find_runtime(
             image, ctx.config.python_version, ctx.config.platform.machine, facts
         )

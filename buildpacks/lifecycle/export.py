@@ -27,7 +27,7 @@ from buildpacks.lifecycle.detect import Plan
 from buildpacks.lifecycle.restore import CACHE_LABEL
 from buildpacks.oci import daemon
 from buildpacks.oci.archive import archive_digest, write_archive
-from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.blobs import BlobStore, write_atomic
 from buildpacks.oci.layer import TreeMapping, source_date_epoch, write_layer
 from buildpacks.oci.model import Image, Layer
 from buildpacks.oci.reference import Reference
@@ -254,10 +254,7 @@ def publish(config: BuildConfig, image: Image, archive: Path, log: Callable[[str
     from buildpacks.oci import registry  # httpx loads only when a registry is used
 
     digest = registry.push(image, targets, registry_options(config), Transfers(log), base)
-    digest_file = archive.with_name(archive.name + ".digest")
-    temp = digest_file.with_name("." + digest_file.name + ".partial")
-    temp.write_text(digest + "\n")
-    temp.replace(digest_file)
+    write_atomic(archive.with_name(archive.name + ".digest"), digest + "\n")
     for target in targets:
         log(f"Pushed {target.registry}/{target.repository}:{target.tag}@{digest}")
     return digest

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import CHUNK, BlobStore
-from buildpacks.oci.layout import REF_NAME
+from buildpacks.oci.layout import REF_NAME, blob_name
 from buildpacks.oci.model import (
     OCI_LAYER,
     OCI_LAYER_GZIP,
@@ -26,10 +26,6 @@ from buildpacks.oci.model import (
     Layer,
     canonical_json,
 )
-
-
-def _blob_name(digest: str) -> str:
-    return "blobs/" + digest.replace(":", "/")
 
 
 def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
@@ -53,9 +49,9 @@ def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
     }
     docker_manifest = [
         {
-            "Config": _blob_name(config_digest),
+            "Config": blob_name(config_digest),
             "RepoTags": [repo_tag],
-            "Layers": [_blob_name(layer.digest) for layer in image.layers],
+            "Layers": [blob_name(layer.digest) for layer in image.layers],
         }
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +66,7 @@ def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
             for layer in image.layers:
                 blobs[layer.digest] = layer.path
             for blob_digest in sorted(blobs):
-                tar.add(_blob_name(blob_digest), blobs[blob_digest])
+                tar.add(blob_name(blob_digest), blobs[blob_digest])
             tar.close()
         os.replace(temp, path)
     except BaseException:

@@ -25,6 +25,20 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old content or the new, never a part:
+    a temp file beside it (unique, so concurrent builds do not collide), then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
 class BlobStore:
     """Blobs under ``ROOT/sha256/<hex>``; writes go through a temp file and a rename."""
 

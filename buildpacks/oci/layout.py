@@ -20,7 +20,8 @@ REF_NAME = "org.opencontainers.image.ref.name"
 Opener = Callable[[str], BinaryIO]
 
 
-def _blob_name(digest: str) -> str:
+def blob_name(digest: str) -> str:
+    """Where a blob lies in an OCI image layout."""
     algorithm, _, hex_ = digest.partition(":")
     return f"blobs/{algorithm}/{hex_}"
 
@@ -60,7 +61,7 @@ def _copy_blob(opener: Opener, store: BlobStore, desc: Descriptor, what: str) ->
     if store.has(desc.digest):
         return
     try:
-        with opener(_blob_name(desc.digest)) as f:
+        with opener(blob_name(desc.digest)) as f:
             store.put_stream(iter(lambda: f.read(1 << 20), b""), desc.digest, f"{what}: blob")
     except FileNotFoundError:
         raise BuildError(f"{what}: blob {desc.digest} is missing from the layout") from None

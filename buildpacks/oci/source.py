@@ -11,7 +11,7 @@ from pathlib import Path
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.archive import read_docker_archive
-from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.blobs import BlobStore, write_atomic
 from buildpacks.oci.layout import layout_source, read_layout
 from buildpacks.oci.manifest import image_from_manifest
 from buildpacks.oci.model import Image, ImageSource, Platform, RegistryOptions
@@ -55,11 +55,7 @@ def _from_cache(store: BlobStore, spec: str, platform: Platform) -> Image | None
 
 
 def _remember(store: BlobStore, spec: str, platform: Platform, image: Image) -> None:
-    record = _pinned(store, spec, platform)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    temp = record.with_suffix(".tmp")
-    temp.write_text(json.dumps({"manifest": image.manifest_digest}))
-    temp.replace(record)
+    write_atomic(_pinned(store, spec, platform), json.dumps({"manifest": image.manifest_digest}))
 
 
 def open_image(
