@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from buildpacks.cachedir import cache_dir
 from buildpacks.errors import BuildError
 from buildpacks.oci.model import Platform
 from buildpacks.oci.reference import Reference, normalize_repository, normalize_tag
@@ -273,9 +273,7 @@ def resolve_python_version(
 
 def resolve_cache_dir(values: Mapping[str, Any]) -> Path:
     """``cache-dir`` if given, else the user's cache directory."""
-    return Path(
-        values.get("cache-dir") or platformdirs.user_cache_dir("python-buildpacks")
-    ).expanduser()
+    return cache_dir(values.get("cache-dir"))
 
 
 def environment_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:

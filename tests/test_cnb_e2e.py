@@ -144,6 +144,8 @@ def test_corrupt_cache_entries_are_detected_and_rebuilt(session_dir, hatch_env, 
     data = bytearray(small.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, wrong content
     small.write_bytes(bytes(data))
+    # With its archive intact and nothing changed, the image would be up to date: no build.
+    (project / ARCHIVE).unlink()
     result = testbed.hatch_build(project, env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (result.stdout + result.stderr).count("is corrupt: rebuilding it") == 2

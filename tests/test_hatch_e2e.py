@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -164,3 +166,72 @@ def test_base_image_pulled_from_a_registry(session_dir, hatch_env, registry, bas
         "example-service:0.1.0", "-c", "import flask; print(flask.__name__)", entrypoint="python"
     )
     assert out.strip() == "flask"
+
+
+def test_unchanged_project_is_up_to_date_and_each_input_change_rebuilds(
+    session_dir, hatch_env, base_image
+):
+    project = testbed.copy_example(session_dir / "uptodate")
+    layout, tag = base_image.removeprefix("oci-layout:").rsplit(":", 1)
+    base = session_dir / "uptodate-base"  # a copy of the base, to rewrite
+    shutil.copytree(layout, base)
+    env = {
+        **hatch_env,
+        "BP_BASE_IMAGE": f"oci-layout:{base}:{tag}",
+        "BP_CACHE_DIR": str(session_dir / "uptodate-cache"),
+    }
+    archive = project / ARCHIVE
+
+    def build(**extra: str) -> tuple[bool, str]:
+        """(skipped as up to date, the image digest) of one ``hatch build -t image``."""
+        result = testbed.hatch_build(project, env, extra)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        skipped = "is up to date" in out
+        assert skipped != ("===> DETECTING" in out), out
+        assert archive.is_file()
+        digest = testbed.read_archive_manifest(archive)[0]
+        assert f"Digest: {digest}" in out
+        return skipped, digest
+
+    def git(*args: str) -> str:
+        command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(
+            command, cwd=project, check=True, capture_output=True, text=True
+        ).stdout
+
+    skipped, first = build()
+    assert not skipped
+    written = archive.stat().st_mtime_ns
+    assert build() == (True, first)
+    assert archive.stat().st_mtime_ns == written  # not even rewritten
+
+    server = project / "src" / "example_service" / "server.py"
+    server.write_text(server.read_text() + "# edited\n")
+    skipped, edited = build()
+    assert not skipped and edited != first
+    assert build() == (True, edited)
+
+    assert build(BP_PULL_POLICY="never") == (False, edited)  # a setting changed: checked
+    assert build(BP_PULL_POLICY="never") == (True, edited)
+
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    skipped, committed = build()
+    assert not skipped and committed != edited  # the revision label
+    assert build() == (True, committed)
+    git("commit", "-q", "--allow-empty", "-m", "second")
+    skipped, recommitted = build()
+    revision = testbed.read_archive_manifest(archive)[2]["config"]["Labels"][
+        "org.opencontainers.image.revision"
+    ]
+    assert not skipped and revision == git("rev-parse", "HEAD").strip()
+
+    index = base / "index.json"
+    index.write_text(index.read_text())  # the base's layout rewritten: looked at again
+    assert build() == (False, recommitted)
+
+    archive.unlink()
+    assert build() == (False, recommitted)
+    assert build() == (True, recommitted)

@@ -58,6 +58,22 @@ def _remember(store: BlobStore, spec: str, platform: Platform, image: Image) -> 
     write_atomic(_pinned(store, spec, platform), json.dumps({"manifest": image.manifest_digest}))
 
 
+def local_inputs(
+    spec: str, platform: Platform, store: BlobStore, pull_policy: str
+) -> list[Path] | None:
+    """The local files that decide which image ``open_image`` returns for ``spec``; None
+    when a registry is asked every time."""
+    if spec.startswith("oci-layout:"):
+        path, _ = split_layout_spec(spec.removeprefix("oci-layout:"))
+        return [path / "index.json"]
+    for transport in ("oci-archive:", "docker-archive:"):
+        if spec.startswith(transport):
+            return [Path(spec.removeprefix(transport)).expanduser()]
+    if pull_policy == "always":
+        return None
+    return [_pinned(store, spec, platform)]
+
+
 def open_image(
     spec: str,
     platform: Platform,
