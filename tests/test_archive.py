@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from buildpacks.errors import BuildError
-from buildpacks.oci.archive import write_archive
+from buildpacks.oci.archive import ArchiveWriter, write_archive
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Image, Platform
@@ -41,6 +41,50 @@ def test_archive_is_deterministic_and_atomic(image, tmp_path):
     write_archive(img, b, "app:1", 0)
     assert a.read_bytes() == b.read_bytes()
     assert [p.name for p in a.parent.iterdir()] == ["x.tar"]  # no temp file left beside it
+
+
+def two_layer_image(tmp_path, store: BlobStore) -> Image:
+    layers = []
+    for name in ("base", "app"):
+        tree = tmp_path / name
+        tree.mkdir()
+        (tree / f"{name}.txt").write_text(name * 1000)
+        layers.append(write_layer(store, [TreeMapping(tree, f"/{name}")]))
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+    }
+    return Image(config, layers)
+
+
+def test_archive_begun_early_has_the_same_bytes(image, tmp_path):
+    _, store = image
+    img = two_layer_image(tmp_path, store)
+    whole, split = tmp_path / "whole" / "x.tar", tmp_path / "split" / "x.tar"
+    write_archive(img, whole, "app:1", 0)
+    writer = ArchiveWriter(split, 0)
+    writer.start(img.layers[:1])  # the run image's layers, while the buildpacks run
+    writer.finish(img, "app:1")
+    writer.discard()
+    assert split.read_bytes() == whole.read_bytes()
+    assert [p.name for p in split.parent.iterdir()] == ["x.tar"]
+
+
+def test_archive_begun_and_abandoned_leaves_nothing(image, tmp_path):
+    _, store = image
+    img = two_layer_image(tmp_path, store)
+    out = tmp_path / "dist"
+    writer = ArchiveWriter(out / "x.tar", 0)
+    writer.start(img.layers[:1])
+    writer.discard()  # the build failed after analyze
+    assert list(out.iterdir()) == []
+    writer = ArchiveWriter(out / "x.tar", 0)
+    writer.start(img.layers[1:])  # not the layers the image begins with
+    with pytest.raises(ValueError):
+        writer.finish(img, "app:1")
+    writer.discard()
+    assert list(out.iterdir()) == []
 
 
 def test_other_tools_read_the_archive(image, tmp_path):

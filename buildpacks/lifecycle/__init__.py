@@ -37,6 +37,8 @@ def build_image(
     with ExitStack() as stack:
         log("===> ANALYZING")
         run_image = analyze.analyze(config, store, log)
+        # The run image's layers, most of the archive's bytes, are copied while buildpacks run.
+        writer = stack.enter_context(export.archive_writer(config, run_image))
         log("===> RESTORING")
         previous = restore.previous_sources(config, str(export.archive_path(config)))
         reusable = restore.restore(config, previous, store, stack, log)
@@ -45,7 +47,7 @@ def build_image(
         built = build.build(config, plan, wheel, run_image, store, work, log, reusable)
         log("===> EXPORTING")
         image = export.assemble(config, plan, run_image, built, store)
-    archive = export.write(config, image, log)
+        archive = export.write(config, image, writer, log)
     if config.daemon:
         export.to_daemon(archive, log)
     if config.publish:

@@ -7,7 +7,8 @@ import copy
 import json
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
 from buildpacks.lifecycle.restore import CACHE_LABEL
 from buildpacks.oci import daemon
-from buildpacks.oci.archive import archive_digest, write_archive
+from buildpacks.oci.archive import ArchiveWriter, archive_digest
 from buildpacks.oci.blobs import BlobStore, write_atomic
 from buildpacks.oci.layer import TreeMapping, source_date_epoch, write_layer
 from buildpacks.oci.model import Image, Layer
@@ -233,13 +234,28 @@ def archive_path(config: BuildConfig) -> Path:
     return config.output_dir / f"{ref.repository.rsplit('/', 1)[-1]}-{ref.tag or 'latest'}.tar"
 
 
-def write(config: BuildConfig, image: Image, log: Callable[[str], None]) -> Path:
-    """Write the image archive into the output directory and report reference and digest."""
+@contextmanager
+def archive_writer(config: BuildConfig, run_image: Image) -> Iterator[ArchiveWriter]:
+    """The archive of this build, begun now with the run image's layers; removed on exit
+    unless ``write`` finished it."""
+    writer = ArchiveWriter(archive_path(config), source_date_epoch())
+    try:
+        writer.start(run_image.layers)
+        yield writer
+    finally:
+        writer.discard()
+
+
+def write(
+    config: BuildConfig, image: Image, writer: ArchiveWriter, log: Callable[[str], None]
+) -> Path:
+    """Finish the image archive in the output directory (unless the one there already holds
+    this image) and report reference and digest."""
     path = archive_path(config)
     if archive_digest(path) == image.digest():
         log(f"Archive unchanged: {path.name}")
     else:
-        write_archive(image, path, config.image, source_date_epoch())
+        writer.finish(image, config.image)
     log(f"Image: {config.image}")
     log(f"Digest: {image.digest()}")
     log(f"Archive: {path}")

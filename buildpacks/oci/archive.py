@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,48 +31,111 @@ from buildpacks.oci.model import (
 
 def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
     """Write the image as an archive at ``path``, atomically: a failure leaves no file."""
-    manifest = image.manifest_bytes()
-    digest = image.digest()
-    config = image.config_bytes()
-    config_digest = image.config_descriptor().digest
-    repo_tag = reference.removeprefix("docker.io/library/")
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": digest,
-                "size": len(manifest),
-                "annotations": {REF_NAME: repo_tag, "io.containerd.image.name": reference},
-            }
-        ],
-    }
-    docker_manifest = [
-        {
-            "Config": blob_name(config_digest),
-            "RepoTags": [repo_tag],
-            "Layers": [blob_name(layer.digest) for layer in image.layers],
-        }
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    writer = ArchiveWriter(path, mtime)
     try:
-        with os.fdopen(fd, "wb") as f:
-            tar = _TarStream(f, mtime)
-            tar.add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            tar.add("index.json", canonical_json(index))
-            tar.add("manifest.json", canonical_json(docker_manifest))
-            blobs: dict[str, bytes | Path] = {digest: manifest, config_digest: config}
-            for layer in image.layers:
-                blobs[layer.digest] = layer.path
-            for blob_digest in sorted(blobs):
-                tar.add(blob_name(blob_digest), blobs[blob_digest])
-            tar.close()
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        writer.finish(image, reference)
+    finally:
+        writer.discard()
+
+
+class ArchiveWriter:
+    """An archive written in two steps, so that a build can copy the run image's layers (the
+    bulk of the bytes) in a thread while its buildpacks run: ``start`` with the layers known
+    first, ``finish`` with the whole image. The bytes do not depend on the split: entries go
+    in one order, ``oci-layout``, the layers in manifest order, config, manifest, then
+    ``index.json`` and ``manifest.json``. Written to a temp file beside ``path``, renamed
+    into place by ``finish``; ``discard`` removes what is left of an unfinished one."""
+
+    def __init__(self, path: Path, mtime: int) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        self.temp = Path(temp)
+        self.file = os.fdopen(fd, "wb")
+        self.tar = _TarStream(self.file, mtime)
+        self.written: list[str] = []  # layer digests, in order
+        self.began = self.done = False
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def start(self, layers: list[Layer]) -> None:
+        """Begin with ``layers``, which must be the first of the image, in a thread."""
+
+        def run() -> None:
+            try:
+                self._layers(layers)
+            except BaseException as e:  # surfaced by finish
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="archive-writer", daemon=True)
+        self.thread.start()
+
+    def _join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def _layers(self, layers: list[Layer]) -> None:
+        if not self.began:
+            self.tar.add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            self.began = True
+        for layer in layers:
+            if layer.digest not in self.written:
+                self.tar.add(blob_name(layer.digest), layer.path)
+                self.written.append(layer.digest)
+
+    def finish(self, image: Image, reference: str) -> None:
+        """Write the rest of ``image`` and put the archive in place."""
+        self._join()
+        if self.error is not None:
+            raise self.error
+        if (
+            self.written
+            != list(dict.fromkeys(layer.digest for layer in image.layers))[: len(self.written)]
+        ):
+            raise ValueError("the archive was started with layers the image does not begin with")
+        manifest = image.manifest_bytes()
+        digest = image.digest()
+        config = image.config_bytes()
+        config_digest = image.config_descriptor().digest
+        repo_tag = reference.removeprefix("docker.io/library/")
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": digest,
+                    "size": len(manifest),
+                    "annotations": {REF_NAME: repo_tag, "io.containerd.image.name": reference},
+                }
+            ],
+        }
+        docker_manifest = [
+            {
+                "Config": blob_name(config_digest),
+                "RepoTags": [repo_tag],
+                "Layers": [blob_name(layer.digest) for layer in image.layers],
+            }
+        ]
+        self._layers(image.layers)
+        for blob_digest, content in ((config_digest, config), (digest, manifest)):
+            if blob_digest not in self.written:
+                self.tar.add(blob_name(blob_digest), content)
+        self.tar.add("index.json", canonical_json(index))
+        self.tar.add("manifest.json", canonical_json(docker_manifest))
+        self.tar.close()
+        self.file.close()
+        os.replace(self.temp, self.path)
+        self.done = True
+
+    def discard(self) -> None:
+        """Remove the temp file of an archive not finished (nothing once it is)."""
+        if self.done:
+            return
+        self._join()  # an error of the thread's is moot: the archive is abandoned
+        self.file.close()
+        self.temp.unlink(missing_ok=True)
 
 
 class _TarStream:
