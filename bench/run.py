@@ -90,6 +90,11 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # pip and uv hang up early at times; a broken pipe is no result of ours
+
+
 class Wheelhouse:
     """The wheels every tool installs from, served on loopback as a find-links page."""
 
@@ -113,7 +118,7 @@ class Wheelhouse:
             ]
         )
         handler = partial(QuietHandler, directory=str(self.dir))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = QuietServer(("127.0.0.1", 0), handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
 
@@ -204,6 +209,10 @@ class Ours:
         """A no-op build that runs the whole lifecycle: the up-to-date record removed."""
         shutil.rmtree(Path(self.env["BP_CACHE_DIR"]) / "uptodate", ignore_errors=True)
         self.build()
+
+    def hatch_wheel(self) -> None:
+        """Hatch alone, building just the wheel: the floor of any ``hatch build``."""
+        run([str(BIN / "hatch"), "build", "-t", "wheel"], cwd=self.project, env=self.env)
 
     def archive(self) -> Path:
         return next((self.project / "dist").glob("*.tar"))
@@ -390,6 +399,8 @@ def measure(tool, project: Path, registry: testbed.Registry, repeat: int) -> dic
     if isinstance(tool, Ours):
         full = [timed(tool.noop_without_record) for _ in range(repeat)]
         results["no-op, whole lifecycle"] = statistics.median(full)
+        hatch = [timed(tool.hatch_wheel) for _ in range(repeat)]
+        results["reference: hatch build -t wheel"] = statistics.median(hatch)
     tool.push()  # the first push of this image, so the measured one is an update
     edit(project, repeat + 1)
     before = registry_bytes(registry)

@@ -27,6 +27,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +70,20 @@ SKIPPED_DIRS = frozenset(
     }
 )
 CODE = Path(__file__).resolve().parent
+# Files changed this close before a fingerprint is taken are also compared by content: the
+# coarsest modification times in use (FAT, some network file systems) tick every 2 s.
+RACY_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The digest of a build's inputs, and the content digests of the files among them that
+    changed just before it was taken: a file changed again within the same tick of the
+    file system's clock keeps its modification time, so its stats alone prove nothing (git's
+    "racily clean" entries)."""
+
+    digest: str
+    recent: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,7 @@ class Record:
     """What the last full build saw and made."""
 
     fingerprint: str
+    recent: dict[str, str]
     watched: dict[str, list[int] | None]
     image: str
     digest: str
@@ -176,6 +192,14 @@ def environment(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def content_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def fingerprint(
     root: Path,
     directory: Path,
@@ -183,49 +207,68 @@ def fingerprint(
     *,
     extra_paths: Iterable[Path] = (),
     code: Iterable[Path] = (),
-) -> str:
-    """The digest of every input of a build of ``root`` into ``directory``: ``extra_paths``
-    outside the project that the build reads, ``code`` beside this package that runs it."""
+) -> Fingerprint:
+    """The fingerprint of every input of a build of ``root`` into ``directory``:
+    ``extra_paths`` outside the project that the build reads, ``code`` beside this package
+    that runs it. Raises OSError for a tree it cannot read."""
+    taken = time.time_ns()
     root = root.resolve()
+    files = {
+        # Files only: Python adds __pycache__ directories beside the code as it first runs.
+        "code": tree([CODE, *code], (), directories=False),
+        "project": tree([root, *extra_paths], [directory]),
+        "git": {str(p): stat_key(p) for p in git_files(root)},
+    }
     inputs = {
         "format": FORMAT,
         "python": [sys.executable, sys.version],
         "env": environment(env),
-        # Files only: Python adds __pycache__ directories beside the code as it first runs.
-        "code": tree([CODE, *code], (), directories=False),
         # Installing, upgrading or removing any package (uv, hatchling, ...) renames a
         # .dist-info entry, which changes its directory's modification time.
         "installed": {p: stat_key(Path(p)) for p in sys.path if p},
-        "project": tree([root, *extra_paths], [directory]),
-        "git": {str(p): stat_key(p) for p in git_files(root)},
+        **files,
     }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    recent = {
+        path: content_digest(path)
+        for group in files.values()
+        for path, key in group.items()
+        if key and stat.S_ISREG(key[3]) and key[1] >= taken - RACY_NS
+    }
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return Fingerprint(digest, recent)
 
 
-def up_to_date(path: Path, current: str) -> Record | None:
-    """The record at ``path`` when its fingerprint is ``current`` and every file it watches
-    (base image, archive) is as it was; None otherwise."""
+def up_to_date(path: Path, current: Fingerprint) -> Record | None:
+    """The record at ``path`` when its fingerprint is ``current``, the files changed just
+    before it was taken have the same content, and every file it watches (base image,
+    archive) is as it was; None otherwise."""
     try:
-        data = json.loads(path.read_text())
-        record = Record(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-    if record.fingerprint != current:
-        return None
-    if any(stat_key(Path(p)) != key for p, key in record.watched.items()):
+        record = Record(**json.loads(path.read_text()))
+        if record.fingerprint != current.digest:
+            return None
+        if any(stat_key(Path(p)) != key for p, key in record.watched.items()):
+            return None
+        if any(content_digest(p) != digest for p, digest in record.recent.items()):
+            return None
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
     return record
 
 
 def save(
-    path: Path, current: str, watched: Iterable[Path], image: str, digest: str, archive: Path
+    path: Path,
+    current: Fingerprint,
+    watched: Iterable[Path],
+    image: str,
+    digest: str,
+    archive: Path,
 ) -> None:
     """Record a finished build (``current``: its fingerprint, taken before it started, so an
     edit made during the build is seen by the next one)."""
     from buildpacks.oci.blobs import write_atomic
 
     watched_stats = {str(p): stat_key(p) for p in [*watched, archive]}
-    record = Record(current, watched_stats, image, digest, str(archive))
+    record = Record(current.digest, current.recent, watched_stats, image, digest, str(archive))
     write_atomic(path, json.dumps(asdict(record)))
 
 

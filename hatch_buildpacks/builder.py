@@ -35,7 +35,7 @@ class ImageBuilder(BuilderInterface):
     """``[tool.hatch.build.targets.image]``: an OCI image archive in the output directory."""
 
     PLUGIN_NAME = "image"
-    _fingerprint: str | None = None
+    _fingerprint: uptodate.Fingerprint | None = None
 
     def get_version_api(self) -> dict[str, Callable[..., str]]:
         return {"standard": self.build_standard}
@@ -58,14 +58,19 @@ class ImageBuilder(BuilderInterface):
         if not any(options.get(f) for f in HATCH_FLAGS) and self._watchable():
             out = Path(self._directory(directory))
             out.mkdir(parents=True, exist_ok=True)  # before the fingerprint: it changes the root
-            self._fingerprint = uptodate.fingerprint(
-                Path(self.root),
-                out,
-                os.environ,
-                extra_paths=self._outside_paths(),
-                code=[Path(__file__).parent],
-            )
-            record = uptodate.up_to_date(self._record_file(out), self._fingerprint)
+            try:
+                self._fingerprint = uptodate.fingerprint(
+                    Path(self.root),
+                    out,
+                    os.environ,
+                    extra_paths=self._outside_paths(),
+                    code=[Path(__file__).parent],
+                )
+            except OSError:  # a directory it cannot read: build in full, record nothing
+                self._fingerprint = None
+            record = None
+            if self._fingerprint is not None:
+                record = uptodate.up_to_date(self._record_file(out), self._fingerprint)
             if record is not None:
                 self.app.display_info(
                     f"Image {record.image} is up to date: nothing it is built from has changed"

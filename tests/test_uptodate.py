@@ -29,8 +29,12 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def fp(root: Path, env: dict[str, str] | None = None, **kwargs) -> str:
+def taken(root: Path, env: dict[str, str] | None = None, **kwargs) -> uptodate.Fingerprint:
     return uptodate.fingerprint(root, root / "dist", ENV if env is None else env, **kwargs)
+
+
+def fp(root: Path, env: dict[str, str] | None = None, **kwargs) -> str:
+    return taken(root, env, **kwargs).digest
 
 
 def later(path: Path) -> None:
@@ -139,7 +143,7 @@ def test_secrets_in_the_environment_are_never_written(project, tmp_path):
     archive = project / "dist" / "app-1.tar"
     archive.write_text("image")
     record = tmp_path / "record.json"
-    uptodate.save(record, fp(project, env), [], "app:1", "sha256:" + "0" * 64, archive)
+    uptodate.save(record, taken(project, env), [], "app:1", "sha256:" + "0" * 64, archive)
     assert "s3cret-value" not in record.read_text()
     assert fp(project, env) != fp(project, {**env, "BP_REGISTRY_PASSWORD": "other"})
 
@@ -195,13 +199,13 @@ def test_record_matches_only_with_the_same_fingerprint_and_watched_files(project
     base.parent.mkdir()
     base.write_text("{}")
     record = tmp_path / "cache" / "uptodate" / "r.json"
-    current = fp(project)
+    current = taken(project)
     uptodate.save(record, current, [base], "app:1", "sha256:" + "1" * 64, archive)
 
     found = uptodate.up_to_date(record, current)
     assert found is not None
     assert (found.image, found.archive) == ("app:1", str(archive))
-    assert uptodate.up_to_date(record, "0" * 64) is None
+    assert uptodate.up_to_date(record, uptodate.Fingerprint("0" * 64, {})) is None
 
     later(base)  # the base image's layout was rewritten
     assert uptodate.up_to_date(record, current) is None
@@ -217,8 +221,8 @@ def test_record_matches_only_with_the_same_fingerprint_and_watched_files(project
 def test_a_damaged_record_means_a_full_build(tmp_path, content):
     record = tmp_path / "r.json"
     record.write_text(content)
-    assert uptodate.up_to_date(record, "x") is None
-    assert uptodate.up_to_date(tmp_path / "missing.json", "x") is None
+    assert uptodate.up_to_date(record, uptodate.Fingerprint("x", {})) is None
+    assert uptodate.up_to_date(tmp_path / "missing.json", uptodate.Fingerprint("x", {})) is None
 
 
 def test_record_file_depends_on_project_and_output_directory(tmp_path):
@@ -244,3 +248,33 @@ def test_local_inputs_of_each_base_transport(tmp_path):
     assert pinned is not None and pinned[0].parent == tmp_path / "cache" / "refs"
     assert local_inputs("registry.invalid/base:1", linux, store, "never") == pinned
     assert local_inputs("registry.invalid/base:1", linux, store, "always") is None
+
+
+def test_a_file_changed_again_within_the_clock_tick_is_caught_by_content(project, tmp_path):
+    source = project / "src" / "app" / "__init__.py"
+    source.write_text("X = 1\n")  # just now: within the racy window
+    current = taken(project)
+    assert str(source) in current.recent
+    archive = project / "dist" / "app-1.tar"
+    archive.write_text("image")
+    record = tmp_path / "r.json"
+    uptodate.save(record, current, [], "app:1", "sha256:" + "2" * 64, archive)
+    assert uptodate.up_to_date(record, taken(project)) is not None
+
+    # Rewritten in place, same size, and the same modification time to the nanosecond:
+    # what a second save within one tick of a coarse clock looks like.
+    st = source.stat()
+    with open(source, "r+") as f:
+        f.write("X = 2\n")
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = taken(project)
+    assert again.digest == current.digest  # the stats alone cannot tell
+    assert uptodate.up_to_date(record, again) is None
+
+
+def test_files_changed_long_ago_are_not_read(project):
+    source = project / "src" / "app" / "__init__.py"
+    old = source.stat().st_mtime_ns - 60 * 10**9
+    for path in [p for p in project.rglob("*") if p.is_file()]:
+        os.utime(path, ns=(old, old))
+    assert taken(project).recent == {}
