@@ -55,19 +55,10 @@ class ImageBuilder(BuilderInterface):
     def build(self, *, directory: str | None = None, **options: Any) -> Generator[str, None, None]:
         """hatchling's build, skipped when the image is up to date."""
         self._fingerprint = None
-        if not any(options.get(f) for f in HATCH_FLAGS) and self._watchable():
+        if not any(options.get(f) for f in HATCH_FLAGS):
             out = Path(self._directory(directory))
             out.mkdir(parents=True, exist_ok=True)  # before the fingerprint: it changes the root
-            try:
-                self._fingerprint = uptodate.fingerprint(
-                    Path(self.root),
-                    out,
-                    os.environ,
-                    extra_paths=self._outside_paths(),
-                    code=[Path(__file__).parent],
-                )
-            except OSError:  # a directory it cannot read: build in full, record nothing
-                self._fingerprint = None
+            self._fingerprint = self._take_fingerprint(out)
             record = None
             if self._fingerprint is not None:
                 record = uptodate.up_to_date(self._record_file(out), self._fingerprint)
@@ -80,6 +71,23 @@ class ImageBuilder(BuilderInterface):
                 yield record.archive
                 return
         yield from super().build(directory=directory, **options)
+
+    def _take_fingerprint(self, out: Path) -> uptodate.Fingerprint | None:
+        """The fingerprint of this build's inputs; None when they cannot all be watched."""
+        try:
+            if not self._watchable():
+                return None
+            return uptodate.fingerprint(
+                Path(self.root),
+                out,
+                os.environ,
+                extra_paths=self._outside_paths(),
+                code=[Path(__file__).parent],
+            )
+        except OSError:  # a directory it cannot read
+            return None
+        except (TypeError, ValueError):  # bad Hatch configuration: the full build reports it
+            return None
 
     def build_standard(self, directory: str, **build_data: Any) -> str:
         from buildpacks.errors import BuildError

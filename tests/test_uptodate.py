@@ -278,3 +278,50 @@ def test_files_changed_long_ago_are_not_read(project):
     for path in [p for p in project.rglob("*") if p.is_file()]:
         os.utime(path, ns=(old, old))
     assert taken(project).recent == {}
+
+
+@pytest.mark.parametrize(
+    ("extra", "watchable"),
+    [
+        ("", True),
+        ('[tool.hatch.build.targets.wheel.hooks.custom]\npath = "hook.py"\n', False),
+        ('[tool.hatch.build.hooks.custom]\npath = "hook.py"\n', False),
+        ('[tool.hatch.metadata.hooks.custom]\npath = "hook.py"\n', False),
+        ("[tool.hatch.build.targets.wheel]\nforce-include = 7\n", False),  # bad: Hatch reports
+    ],
+    ids=["plain", "wheel-hook", "build-hook", "metadata-hook", "bad-config"],
+)
+def test_hatch_builds_that_run_code_are_never_skipped(tmp_path, extra, watchable):
+    from hatch_buildpacks.builder import ImageBuilder
+
+    root = tmp_path / "app"
+    (root / "src" / "app").mkdir(parents=True)
+    (root / "src" / "app" / "__init__.py").write_text("")
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "app"\nversion = "1"\n'
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n' + extra
+    )
+    taken = ImageBuilder(str(root))._take_fingerprint(root / "dist")
+    assert (taken is not None) == watchable
+
+
+@pytest.mark.parametrize(
+    ("version", "watchable"),
+    [
+        ('[tool.hatch.version]\npath = "src/app/__init__.py"\n', True),  # regex: a file
+        ('[tool.hatch.version]\nsource = "vcs"\n', False),  # git describe, dates
+        ('[tool.hatch.version]\nsource = "env"\nvariable = "APP_VERSION"\n', False),
+    ],
+    ids=["regex", "vcs", "env"],
+)
+def test_hatch_versions_from_files_only_are_watched(tmp_path, version, watchable):
+    from hatch_buildpacks.builder import ImageBuilder
+
+    root = tmp_path / "app"
+    (root / "src" / "app").mkdir(parents=True)
+    (root / "src" / "app" / "__init__.py").write_text('__version__ = "1.0"\n')
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "app"\ndynamic = ["version"]\n' + version
+    )
+    taken = ImageBuilder(str(root))._take_fingerprint(root / "dist")
+    assert (taken is not None) == watchable
