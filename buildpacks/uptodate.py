@@ -54,14 +54,14 @@ ENV_NAMES = frozenset(
     }
 )
 # Directories that never feed an image: version control (git is read separately), caches,
-# bytecode, and other tools' environments.
+# bytecode, and other tools' environments. (node_modules is walked: a wheel may include
+# built assets from it.)
 SKIPPED_DIRS = frozenset(
     {
         ".git",
         ".hg",
         ".svn",
         "__pycache__",
-        "node_modules",
         ".tox",
         ".nox",
         ".mypy_cache",
