@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -205,6 +206,15 @@ class Ours:
             env={**self.env, **extra},
         )
 
+    def cold(self) -> None:
+        self.build()
+
+    def extra(self) -> dict[str, Callable[[], object]]:
+        return {
+            "no-op, whole lifecycle": self.noop_without_record,
+            "reference: hatch build -t wheel": self.hatch_wheel,
+        }
+
     def noop_without_record(self) -> None:
         """A no-op build that runs the whole lifecycle: the up-to-date record removed."""
         shutil.rmtree(Path(self.env["BP_CACHE_DIR"]) / "uptodate", ignore_errors=True)
@@ -278,6 +288,12 @@ class Podman:
         self._build(base)
         self.output.unlink(missing_ok=True)
         run([*self.args, "save", "-q", "-o", str(self.output), "bench:1"])
+
+    def cold(self) -> None:
+        self.build()
+
+    def extra(self) -> dict[str, Callable[[], object]]:
+        return {}
 
     def push(self) -> None:
         self._build()
@@ -355,6 +371,13 @@ class Pyoci:
             env=self.env,
         )
 
+    def cold(self) -> None:
+        self.venv()  # pyoci copies the host's virtual environment: making it is part of cold
+        self.build()
+
+    def extra(self) -> dict[str, Callable[[], object]]:
+        return {}
+
     def push(self) -> None:
         self.build(push=True)
 
@@ -383,32 +406,32 @@ def make_project(name: str, work: Path, wheelhouse: Wheelhouse) -> Path:
     return project
 
 
-def measure(tool, project: Path, registry: testbed.Registry, repeat: int) -> dict[str, float]:
-    results: dict[str, float] = {}
-    if isinstance(tool, Pyoci):
-        results["cold"] = timed(lambda: (tool.venv(), tool.build()))
-    else:
-        results["cold"] = timed(tool.build)
-    warm, noop = [], []
+def measure(
+    tools: dict[str, Any], registry: testbed.Registry, repeat: int
+) -> dict[str, dict[str, float]]:
+    """Every scenario for every tool. The repeated ones (edit, no-op) take turns between the
+    tools, so a change in the machine's load over the run falls on all of them alike."""
+    results: dict[str, dict[str, float]] = {name: {} for name in tools}
+    for name, tool in tools.items():
+        results[name]["cold"] = timed(tool.cold)
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in tools}
     for n in range(repeat):
-        edit(project, n)
-        warm.append(timed(tool.build))
-        noop.append(timed(tool.build))
-    results["warm edit"] = statistics.median(warm)
-    results["no-op"] = statistics.median(noop)
-    if isinstance(tool, Ours):
-        full = [timed(tool.noop_without_record) for _ in range(repeat)]
-        results["no-op, whole lifecycle"] = statistics.median(full)
-        hatch = [timed(tool.hatch_wheel) for _ in range(repeat)]
-        results["reference: hatch build -t wheel"] = statistics.median(hatch)
-    tool.push()  # the first push of this image, so the measured one is an update
-    edit(project, repeat + 1)
-    before = registry_bytes(registry)
-    results["warm edit to registry"] = timed(tool.push)
-    results["bytes pushed after edit"] = registry_bytes(registry) - before
-    results["base update"] = timed(tool.base_update)
-    tool.build()
-    results["image size"] = tool.size()
+        for name, tool in tools.items():
+            edit(tool.project, n)
+            scenarios = {"warm edit": tool.build, "no-op": tool.build, **tool.extra()}
+            for key, action in scenarios.items():
+                samples[name].setdefault(key, []).append(timed(action))
+    for name, tool in tools.items():
+        for key, values in samples[name].items():
+            results[name][key] = statistics.median(values)
+        tool.push()  # the first push of this image, so the measured one is an update
+        edit(tool.project, repeat + 1)
+        before = registry_bytes(registry)
+        results[name]["warm edit to registry"] = timed(tool.push)
+        results[name]["bytes pushed after edit"] = registry_bytes(registry) - before
+        results[name]["base update"] = timed(tool.base_update)
+        tool.build()
+        results[name]["image size"] = tool.size()
     return results
 
 
@@ -429,21 +452,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bp-bench-"))
     setup = Setup(work)
     wheelhouse = Wheelhouse([*example_pins(), *HEAVY])
-    tools = {"ours": Ours, "podman": Podman, "pyoci": Pyoci}
+    tool_classes = {"ours": Ours, "podman": Podman, "pyoci": Pyoci}
     table: dict[str, dict[str, dict[str, float]]] = {}
     try:
         for project_name in args.projects.split(","):
-            table[project_name] = {}
+            tools = {}
             for tool_name in args.tools.split(","):
                 project = make_project(f"{project_name}-{tool_name}", work, wheelhouse)
-                tool = tools[tool_name](setup, wheelhouse, project)
-                print(f"... {project_name} / {tool_name}", file=sys.stderr, flush=True)
-                try:
-                    table[project_name][tool_name] = measure(
-                        tool, project, setup.registry, args.repeat
-                    )
-                except RuntimeError as e:
-                    print(f"{tool_name} failed on {project_name}: {str(e)[:600]}", file=sys.stderr)
+                tools[tool_name] = tool_classes[tool_name](setup, wheelhouse, project)
+            print(f"... {project_name}", file=sys.stderr, flush=True)
+            table[project_name] = measure(tools, setup.registry, args.repeat)
     finally:
         setup.registry.stop()
         wheelhouse.server.shutdown()
