@@ -255,7 +255,8 @@ class Podman:
         self.setup, self.project = setup, project
         # podman refuses a runroot path longer than 50 characters: keep it short.
         store = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))
-        self.args = testbed.Podman(store).args
+        self.podman = testbed.Podman(store)
+        self.args = self.podman.args
         for spec, tag in ((setup.base, "bookworm"), (setup.updated, "updated")):
             path, name = spec.removeprefix("oci-layout:").rsplit(":", 1)
             storage = f"containers-storage:[overlay@{store / 'root'}+{store / 'run'}]"
@@ -461,7 +462,11 @@ def main() -> int:
                 project = make_project(f"{project_name}-{tool_name}", work, wheelhouse)
                 tools[tool_name] = tool_classes[tool_name](setup, wheelhouse, project)
             print(f"... {project_name}", file=sys.stderr, flush=True)
-            table[project_name] = measure(tools, setup.registry, args.repeat)
+            try:
+                table[project_name] = measure(tools, setup.registry, args.repeat)
+            finally:
+                if "podman" in tools:
+                    tools["podman"].podman.remove()
     finally:
         setup.registry.stop()
         wheelhouse.server.shutdown()

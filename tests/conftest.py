@@ -42,8 +42,7 @@ def podman() -> Iterator[testbed.Podman]:
     root = Path(tempfile.mkdtemp(prefix="bp-podman-", dir="/tmp"))
     pm = testbed.Podman(root)
     yield pm
-    pm("rm", "-a", "-f", check=False)
-    shutil.rmtree(root, ignore_errors=True)
+    pm.remove()
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,7 @@ class Podman:
     """podman with its own storage, runc and host networking (what works on these machines)."""
 
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.args = [
             "podman",
             "--root",
@@ -77,6 +78,13 @@ class Podman:
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.args, *args], capture_output=True, text=True, check=check)
+
+    def remove(self) -> None:
+        """Remove containers, images and storage; podman keeps its overlay mounted until
+        a reset, and a mounted directory cannot be deleted."""
+        self("rm", "-a", "-f", check=False)
+        self("system", "reset", "--force", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def run(self, image: str, *command: str, entrypoint: str | None = None) -> str:
         """Run a container to completion and return its standard output."""
