@@ -53,6 +53,7 @@ ENV_NAMES = frozenset(
         "no_proxy",
     }
 )
+CREDENTIALS = frozenset({"BP_REGISTRY_USERNAME", "BP_REGISTRY_PASSWORD"})
 # Directories that never feed an image: version control (git is read separately), caches,
 # bytecode, and other tools' environments. (node_modules is walked: a wheel may include
 # built assets from it.)
@@ -184,11 +185,12 @@ def git_files(root: Path) -> list[Path]:
 
 
 def environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables a build reads, hashed so no value (a password) is kept in the clear."""
+    """The variables a build reads (registry credentials are not among them: they reach no
+    image, and a build that uses them to push is never recorded), each value hashed."""
     return {
         name: hashlib.sha256(value.encode()).hexdigest()
         for name, value in sorted(env.items())
-        if name.startswith(ENV_PREFIXES) or name in ENV_NAMES
+        if (name.startswith(ENV_PREFIXES) or name in ENV_NAMES) and name not in CREDENTIALS
     }
 
 
