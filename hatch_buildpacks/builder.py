@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Generator
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,8 +124,7 @@ class ImageBuilder(BuilderInterface):
         # Configuration is resolved before the wheel is built, so bad input fails first.
         config = build_config.resolve(self.project(), directory.resolve())
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-            wheel_builder = self._wheel_builder()
-            wheel = Path(next(wheel_builder.build(directory=tmp, versions=["standard"])))
+            wheel = Path(next(self._wheel_builder.build(directory=tmp, versions=["standard"])))
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
             result = build_image(config, wheel, log=self.app.display_info)
         self._remember(config, directory, result.digest, result.archive)
@@ -156,7 +156,7 @@ class ImageBuilder(BuilderInterface):
         hatch = self.metadata.hatch
         if hatch.metadata.hook_config or self.config.hook_config:
             return False
-        if self._wheel_builder().config.hook_config:
+        if self._wheel_builder.config.hook_config:
             return False
         dynamic = set(self.metadata.dynamic)
         if dynamic - {"version"}:
@@ -165,7 +165,7 @@ class ImageBuilder(BuilderInterface):
 
     def _outside_paths(self) -> list[Path]:
         """Paths outside the project the wheel takes in (forced, shared data, readme)."""
-        config = self._wheel_builder().config
+        config = self._wheel_builder.config
         root = Path(self.root).resolve()
         sources = [
             *config.get_force_include(),
@@ -179,7 +179,9 @@ class ImageBuilder(BuilderInterface):
         paths = [(root / source).resolve() for source in sources]
         return [p for p in paths if not p.is_relative_to(root)]
 
+    @cached_property
     def _wheel_builder(self) -> WheelBuilder:
+        """hatchling's wheel builder for this project, sharing its metadata."""
         return WheelBuilder(
             self.root, plugin_manager=self.plugin_manager, metadata=self.metadata, app=self.app
         )
