@@ -17,7 +17,8 @@ Only a build whose whole output is local is recorded: one that pushes, loads a d
 pulls its base on every build (``pull-policy = "always"``) runs in full every time. The
 record keeps digests and file stats only, never the environment's values (credentials).
 
-This module imports nothing heavier than the standard library: it runs before anything else.
+This module imports nothing heavier than the standard library and the blob store's file
+helpers: it runs before anything else.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from buildpacks.oci.blobs import file_digest, write_atomic
 
 FORMAT = 1
 ENV_PREFIXES = ("BP_", "UV_", "PIP_", "DOCKER_", "SSL_CERT_", "HATCH_BUILD_", "GIT_", "CNB_")
@@ -105,13 +108,16 @@ def record_file(cache_dir: Path, root: Path, directory: Path) -> Path:
     return cache_dir / "uptodate" / f"{key[:32]}.json"
 
 
+def _key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode]
+
+
 def stat_key(path: Path) -> list[int] | None:
-    """Size, modification time and inode; None for a missing path."""
+    """Size, modification time, inode and mode; None for a missing path."""
     try:
-        st = os.stat(path)
+        return _key(os.stat(path))
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode]
 
 
 def tree(
@@ -131,7 +137,7 @@ def tree(
             return
         is_dir = stat.S_ISDIR(st.st_mode)
         if directories or not is_dir:
-            found[top] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode]
+            found[top] = _key(st)
         if not is_dir or (st.st_dev, st.st_ino) in seen:
             return
         seen.add((st.st_dev, st.st_ino))
@@ -194,14 +200,6 @@ def environment(env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def content_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fingerprint(
     root: Path,
     directory: Path,
@@ -231,7 +229,7 @@ def fingerprint(
         **files,
     }
     recent = {
-        path: content_digest(path)
+        path: file_digest(Path(path))
         for group in files.values()
         for path, key in group.items()
         if key and stat.S_ISREG(key[3]) and key[1] >= taken - RACY_NS
@@ -250,7 +248,7 @@ def up_to_date(path: Path, current: Fingerprint) -> Record | None:
             return None
         if any(stat_key(Path(p)) != key for p, key in record.watched.items()):
             return None
-        if any(content_digest(p) != digest for p, digest in record.recent.items()):
+        if any(file_digest(Path(p)) != digest for p, digest in record.recent.items()):
             return None
     except (OSError, ValueError, TypeError, AttributeError):
         return None
@@ -267,8 +265,6 @@ def save(
 ) -> None:
     """Record a finished build (``current``: its fingerprint, taken before it started, so an
     edit made during the build is seen by the next one)."""
-    from buildpacks.oci.blobs import write_atomic
-
     watched_stats = {str(p): stat_key(p) for p in [*watched, archive]}
     record = Record(current.digest, current.recent, watched_stats, image, digest, str(archive))
     write_atomic(path, json.dumps(asdict(record)))

@@ -85,9 +85,9 @@ class ImageBuilder(BuilderInterface):
                 extra_paths=self._outside_paths(),
                 code=[Path(__file__).parent],
             )
-        except OSError:  # a directory it cannot read
-            return None
-        except (TypeError, ValueError):  # bad Hatch configuration: the full build reports it
+        # A directory it cannot read (OSError), or a bad Hatch configuration (TypeError,
+        # ValueError), which the full build then reports.
+        except (OSError, TypeError, ValueError):
             return None
 
     def build_standard(self, directory: str, **build_data: Any) -> str:
