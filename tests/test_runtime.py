@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from buildpacks.buildpacks.runtime import find_runtime, inspect_run_image
+from buildpacks.builtin.runtime import find_runtime, inspect_run_image
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import TreeMapping, write_layer

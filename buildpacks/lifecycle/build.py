@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from buildpacks.buildpacks import BuildContext
+from buildpacks.builtin import BuildContext
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle.detect import Plan
 from buildpacks.lifecycle.restore import Restorer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from buildpacks.buildpacks import Buildpack, application, dependencies, processes, runtime
+from buildpacks.builtin import Buildpack, application, dependencies, processes, runtime
 from buildpacks.config import BuildConfig
 
 ORDER: tuple[Buildpack, ...] = (

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from buildpacks.buildpacks import (
+from buildpacks.builtin import (
     WORKSPACE,
     BuildContext,
     LayerResult,

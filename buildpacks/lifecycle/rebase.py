@@ -11,7 +11,7 @@ import copy
 import json
 from collections.abc import Callable
 
-from buildpacks.buildpacks.runtime import inspect_run_image
+from buildpacks.builtin.runtime import inspect_run_image
 from buildpacks.errors import BuildError
 from buildpacks.inspect import LIFECYCLE, RUNTIME, label_json, lifecycle_metadata
 from buildpacks.oci.model import Image, ImageSource, Layer

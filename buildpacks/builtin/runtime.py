@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from buildpacks.buildpacks import BuildContext, Runtime
+from buildpacks.builtin import BuildContext, Runtime
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci import rootfs

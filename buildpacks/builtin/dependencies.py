@@ -21,7 +21,7 @@ from typing import Any
 from packaging.requirements import Requirement
 from uv import find_uv_bin
 
-from buildpacks.buildpacks import (
+from buildpacks.builtin import (
     WORKSPACE,
     BuildContext,
     Runtime,

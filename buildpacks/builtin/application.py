@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from buildpacks.buildpacks import (
+from buildpacks.builtin import (
     WORKSPACE,
     BuildContext,
     Runtime,

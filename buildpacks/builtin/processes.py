@@ -5,8 +5,8 @@ chosen; and ``/cnb/process/<type>`` entries so any type starts by name, as in CN
 
 from __future__ import annotations
 
-from buildpacks.buildpacks import BuildContext, LayerResult, Process
-from buildpacks.buildpacks.application import BIN
+from buildpacks.builtin import BuildContext, LayerResult, Process
+from buildpacks.builtin.application import BIN
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci.layer import TreeMapping, write_layer
