@@ -57,7 +57,7 @@ OPTIONS = (
         "BP_DEFAULT_PROCESS",
         str,
         None,
-        "process type the image starts; default the only script, or `web`",
+        "process type the image starts; default the only one, `web`, or the project's name",
     ),
     Option("platform", "BP_PLATFORM", str, "linux/amd64", "target os/arch of the image"),
     Option("publish", "BP_PUBLISH", bool, "false", "push the image to the registry named by image"),

@@ -77,9 +77,31 @@ class Locked:
     complete: bool
 
 
+_SELF_INSTALL = re.compile(r"^\s*(?:(?:-e|--editable)\s+)?\.(?:/)?(?:\[[^\]]*\])?\s*(?:#.*)?$")
+
+
+def installs_itself(path: Path) -> bool:
+    """Whether a requirements file installs the project it sits in (``-e .``, ``.[all]``):
+    a developer's setup file then, not a lock of what the image runs."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    return any(_SELF_INSTALL.match(line) for line in lines)
+
+
 def find_lock(root: Path) -> Path | None:
-    """The preferred lock file of a project, if it has one."""
-    return next((root / name for name in LOCK_FILES if (root / name).is_file()), None)
+    """The preferred lock file of a project, if it has one. A ``requirements.txt`` that
+    installs the project itself is not one: the project's metadata says what it needs."""
+    return next(
+        (
+            root / name
+            for name in LOCK_FILES
+            if (root / name).is_file()
+            and not (name == "requirements.txt" and installs_itself(root / name))
+        ),
+        None,
+    )
 
 
 def _line(name: str, version: str, hashes: Iterable[str]) -> str:

@@ -92,3 +92,13 @@ def test_readme_documents_every_key():
         assert f"| `{option.key}` |" in readme, option.key
         if option.env:
             assert f"`{option.env}`" in readme, option.env
+
+
+def test_the_default_process_is_the_one_named_after_the_project():
+    from buildpacks.builtin.processes import choose_default
+
+    assert choose_default(["black", "blackd"], None, "black") == "black"
+    assert choose_default(["Is_Sort", "isort-identify-imports"], None, "is-sort") == "Is_Sort"
+    assert choose_default(["web", "worker", "app"], None, "app") == "web"
+    with pytest.raises(BuildError, match="none is called web nor named after the project"):
+        choose_default(["rst2html", "rst2man"], None, "docutils")

@@ -12,14 +12,13 @@ and run.
 | typer | pdm-backend with a build hook (``pdm_build.py``) | ``buildpacks build`` |
 | docutils | flit-core, dynamic version | ``buildpacks build`` |
 | markupsafe | setuptools with a C extension | ``buildpacks build`` |
-| datasette | setuptools, a web service | ``buildpacks build``, then HTTP |
+| radicale | setuptools ``setup.py``, a web service, an extra | ``buildpacks build``, HTTP |
 | pypiserver | an application: only a Procfile and requirements.txt | ``buildpacks build`` |
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -104,9 +103,9 @@ ISORT = Sdist(
 )
 TYPER = Sdist(
     "typer",
-    "0.12.5",
-    "c5/58/a79003b91ac2c6890fc5d90145c662fd5771c6f11447f116b63300436bc9/typer-0.12.5.tar.gz",
-    "f592f089bedcc8ec1b974125d64851029c3b1af145f04aca64d69410f0c9b722",
+    "0.16.0",
+    "c5/8c/7d682431efca5fd290017663ea4588bf6f2c6aad085c7f108c5dbc316e70/typer-0.16.0.tar.gz",
+    "af377ffaee1dbe37ae9440cb4e8f11686ea5ce4e9bae01b84ae7c63b87f1dd3b",
 )
 DOCUTILS = Sdist(
     "docutils",
@@ -120,12 +119,19 @@ MARKUPSAFE = Sdist(
     "b2/97/5d42485e71dfc078108a86d6de8fa46db44a1a9295e89c5d6d4a06e23a62/markupsafe-3.0.2.tar.gz",
     "ee55d3edf80167e48ea11a923c7386f4669df67d7994554387f84e7d8b0a2bf0",
 )
-DATASETTE = Sdist(
-    "datasette",
-    "0.65.1",
-    "db/94/e6408997861e9de3ec61fb8107efe9eaf70f765ad2cd4e20b552dd340899/datasette-0.65.1.tar.gz",
-    "d8be37ae6dafbfd8e510d49c0dc0fc6696081614d048a507eed86dd2ae433223",
+RADICALE = Sdist(
+    "radicale",
+    "3.2.3",
+    "08/c9/4c5beb7d6fc8d8dce2fd07d9c4209388270337a80be4c3907e513bec88c2/radicale-3.2.3.tar.gz",
+    "12414266520b958e709165579654969c434909b6fa644b9e18e613400ca5fd1e",
 )
+
+
+@pytest.fixture
+def corpus_env(hatch_env: dict[str, str]) -> dict[str, str]:
+    """What a user pins for repeatable builds: uv resolves the dependencies these releases
+    leave unpinned as of a fixed date, so a later release of one cannot break the corpus."""
+    return {**hatch_env, "UV_EXCLUDE_NEWER": "2025-07-01T00:00:00Z"}
 
 
 def built(result: subprocess.CompletedProcess[str]) -> str:
@@ -144,7 +150,8 @@ def run_version(podman, image: str, *args: str) -> str:
     """The image run as a user would, as uid 1000, with ``args`` given to its process."""
     result = podman.attempt(image, *args)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert podman.attempt(image, "-u", entrypoint="id").stdout.strip() == "1000"
+    user = podman.attempt(image, "-u", entrypoint="id")
+    assert user.stdout.strip() == "1000", user.stdout + user.stderr
     return result.stdout + result.stderr
 
 
@@ -159,26 +166,26 @@ def python_m_build(project: Path, env: dict[str, str]) -> str:
     )
 
 
-def test_black_hatchling_with_vcs_and_readme_plugins(session_dir, hatch_env, podman):
+def test_black_hatchling_with_vcs_and_readme_plugins(session_dir, corpus_env, podman):
     root = unpack(BLACK, session_dir / "corpus-black")
     with (root / "pyproject.toml").open("a") as f:
         f.write('\n[tool.hatch.build.targets.image]\ndependencies = ["python-buildpacks"]\n')
-    out = built(testbed.hatch_build(root, hatch_env))
+    out = built(testbed.hatch_build(root, corpus_env))
     assert "Python 3.11 (from base image)" in out, out
     load(podman, root / "dist" / "black-24.10.0.tar")
     assert "black, 24.10.0" in run_version(podman, "black:24.10.0", "--version")
 
 
-def test_pyflakes_setuptools_setup_py_only(session_dir, hatch_env, podman):
+def test_pyflakes_setuptools_setup_py_only(session_dir, corpus_env, podman):
     root = unpack(PYFLAKES, session_dir / "corpus-pyflakes")
     assert not (root / "pyproject.toml").exists()
     (root / "pyproject.toml").write_text(SETUPTOOLS_WRAPPER)
-    python_m_build(root, hatch_env)
+    python_m_build(root, corpus_env)
     load(podman, root / "dist" / "pyflakes-3.2.0.tar")
     assert "3.2.0" in run_version(podman, "pyflakes:3.2.0", "--version")
 
 
-def test_yamllint_setuptools_pep621(session_dir, hatch_env, podman):
+def test_yamllint_setuptools_pep621(session_dir, corpus_env, podman):
     root = unpack(YAMLLINT, session_dir / "corpus-yamllint")
     pyproject = (root / "pyproject.toml").read_text()
     backend = 'build-backend = "setuptools.build_meta"'
@@ -190,7 +197,7 @@ def test_yamllint_setuptools_pep621(session_dir, hatch_env, podman):
             'requires = ["setuptools >= 61", "python-buildpacks"]',
         )
     )
-    python_m_build(root, hatch_env)
+    python_m_build(root, corpus_env)
     load(podman, root / "dist" / "yamllint-1.35.1.tar")
     assert "yamllint 1.35.1" in run_version(podman, "yamllint:1.35.1", "--version")
     # It lints a file, through its C-accelerated PyYAML dependency installed for the image.
@@ -198,29 +205,29 @@ def test_yamllint_setuptools_pep621(session_dir, hatch_env, podman):
     assert check.returncode in (0, 1), check.stdout + check.stderr
 
 
-def test_isort_poetry_core(session_dir, hatch_env, podman):
+def test_isort_poetry_core(session_dir, corpus_env, podman):
     root = unpack(ISORT, session_dir / "corpus-isort")
-    out = built(testbed.cli("build", str(root), env=hatch_env))
+    out = built(testbed.cli("build", str(root), env=corpus_env))
     assert "Python 3.11 (from base image)" in out, out
     load(podman, root / "dist" / "isort-5.13.2.tar")
     assert "VERSION 5.13.2" in run_version(podman, "isort:5.13.2", "--version")
 
 
-def test_typer_pdm_backend_with_build_hook(session_dir, hatch_env, podman):
+def test_typer_pdm_backend_with_build_hook(session_dir, corpus_env, podman):
     root = unpack(TYPER, session_dir / "corpus-typer")
-    built(testbed.cli("build", str(root), env=hatch_env))
-    load(podman, root / "dist" / "typer-0.12.5.tar")
-    assert "0.12.5" in run_version(podman, "typer:0.12.5", "--version")
+    built(testbed.cli("build", str(root), env=corpus_env))
+    load(podman, root / "dist" / "typer-0.16.0.tar")
+    assert "0.16.0" in run_version(podman, "typer:0.16.0", "--version")
 
 
-def test_docutils_flit_core_dynamic_version(session_dir, hatch_env, podman):
+def test_docutils_flit_core_dynamic_version(session_dir, corpus_env, podman):
     root = unpack(DOCUTILS, session_dir / "corpus-docutils")
-    built(testbed.cli("build", str(root), env=hatch_env))
+    built(testbed.cli("build", str(root), env=corpus_env))
     load(podman, root / "dist" / "docutils-0.21.2.tar")
     assert "0.21.2" in run_version(podman, "docutils:0.21.2", "--version")
 
 
-def test_markupsafe_c_extension(session_dir, hatch_env, podman):
+def test_markupsafe_c_extension(session_dir, corpus_env, podman):
     root = unpack(MARKUPSAFE, session_dir / "corpus-markupsafe")
     # A library has no entry point of its own: its user names the process to run.
     with (root / "pyproject.toml").open("a") as f:
@@ -229,34 +236,41 @@ def test_markupsafe_c_extension(session_dir, hatch_env, podman):
             "check = \"python -c 'import markupsafe._speedups as s, markupsafe as m; "
             'print(s.__file__, m.escape(\\"<b>\\"))\'"\n'
         )
-    built(testbed.cli("build", str(root), env=hatch_env))
+    built(testbed.cli("build", str(root), env=corpus_env))
     load(podman, root / "dist" / "markupsafe-3.0.2.tar")
     out = run_version(podman, "markupsafe:3.0.2")
     assert "_speedups.cpython-311-x86_64-linux-gnu.so" in out, out
     assert "&lt;b&gt;" in out, out
 
 
-def test_datasette_web_service(session_dir, hatch_env, podman):
-    root = unpack(DATASETTE, session_dir / "corpus-datasette")
-    built(testbed.cli("build", str(root), env=hatch_env))
-    load(podman, root / "dist" / "datasette-0.65.1.tar")
-    assert "0.65.1" in run_version(podman, "datasette:0.65.1", "--version")
+def test_radicale_web_service_with_an_extra(session_dir, corpus_env, podman):
+    """A CalDAV server (setuptools, ``setup.py``), with its ``bcrypt`` extra asked for by
+    ``BP_EXTRAS``: it serves HTTP as uid 1000 and has bcrypt's compiled module."""
+    root = unpack(RADICALE, session_dir / "corpus-radicale")
+    built(testbed.cli("build", str(root), env={**corpus_env, "BP_EXTRAS": "bcrypt"}))
+    load(podman, root / "dist" / "radicale-3.2.3.tar")
+    assert "3.2.3" in run_version(podman, "radicale:3.2.3", "--version")
+    check = podman.attempt(
+        "radicale:3.2.3", "-c", "import bcrypt; print(bcrypt.__version__)", entrypoint="python"
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
     port = testbed.free_port()
-    name = "corpus-datasette"
+    name = "corpus-radicale"
     podman("rm", "-f", name, check=False)
     podman(
-        "run", "-d", "--name", name, *testbed.RUN_FLAGS, "datasette:0.65.1",
-        "serve", "--host", "127.0.0.1", "--port", str(port),
+        "run", "-d", "--name", name, *testbed.RUN_FLAGS, "radicale:3.2.3",
+        "--server-hosts", f"127.0.0.1:{port}", "--auth-type", "none",
+        "--storage-filesystem-folder", "/tmp/collections",
     )  # fmt: skip
     try:
-        status, body = testbed.wait_for_http(f"http://127.0.0.1:{port}/-/versions.json")
+        status, body = testbed.wait_for_http(f"http://127.0.0.1:{port}/.web/")
         assert status == 200
-        assert json.loads(body)["datasette"]["version"] == "0.65.1"
+        assert b"Radicale" in body
     finally:
         podman("rm", "-f", "-t", "2", name, check=False)
 
 
-def test_pypiserver_procfile_application(session_dir, hatch_env, podman):
+def test_pypiserver_procfile_application(session_dir, corpus_env, podman):
     """A deployment directory with no pyproject.toml: the service pinned in
     requirements.txt, started by its Procfile, serving the packages beside it."""
     root = session_dir / "corpus-pypiserver"
@@ -266,7 +280,7 @@ def test_pypiserver_procfile_application(session_dir, hatch_env, podman):
     (root / "Procfile").write_text(
         "web: pypi-server run --host 127.0.0.1 --port ${PORT:-8080} /workspace/packages\n"
     )
-    out = built(testbed.cli("build", str(root), env=hatch_env))
+    out = built(testbed.cli("build", str(root), env=corpus_env))
     assert "not pinned" in out, out  # pypiserver's own dependencies are resolved at build time
     load(podman, root / "dist" / "corpus-pypiserver-latest.tar")
     port = testbed.free_port()

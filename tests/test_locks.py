@@ -183,3 +183,14 @@ def test_uv_lock_through_uv_export(tmp_path):
     assert names(plain.text) == ["waitress"] and "--hash=sha256:" in plain.text
     fast = read_lock(tmp_path / "uv.lock", Target("3.11.2", "x86_64", frozenset({"fast"})))
     assert names(fast.text) == ["markupsafe", "waitress"]
+
+
+def test_a_requirements_file_that_installs_the_project_is_not_a_lock(tmp_path):
+    """typer's requirements.txt (``-e .`` then ``-r`` of test tools) sets up a developer's
+    environment; the image's dependencies come from the project's metadata instead."""
+    (tmp_path / "requirements.txt").write_text("-e .[all]\n\n-r requirements-tests.txt\n")
+    assert find_lock(tmp_path) is None
+    (tmp_path / "Pipfile.lock").write_text("{}")
+    assert find_lock(tmp_path) == tmp_path / "Pipfile.lock"
+    (tmp_path / "requirements.txt").write_text("flask==3.0.0  # not .e nor -e .\n")
+    assert find_lock(tmp_path) == tmp_path / "requirements.txt"

@@ -44,6 +44,7 @@ VENV = layer_path(ID, "venv")
 GZIP_LEVEL = 1
 # Environment variables that change what uv resolves; part of the cache key.
 _INDEX_ENV = (
+    "UV_EXCLUDE_NEWER",
     "UV_INDEX_URL",
     "UV_EXTRA_INDEX_URL",
     "UV_INDEX",

@@ -5,6 +5,8 @@ chosen; and ``/cnb/process/<type>`` entries so any type starts by name, as in CN
 
 from __future__ import annotations
 
+from packaging.utils import canonicalize_name
+
 from buildpacks.builtin import BuildContext, LayerResult, Process
 from buildpacks.builtin.application import BIN
 from buildpacks.config import BuildConfig
@@ -22,8 +24,10 @@ NO_ENTRY_POINT = (
 )
 
 
-def choose_default(types: list[str], requested: str | None) -> str:
-    """The default process type: the requested one, the only one, or ``web``."""
+def choose_default(types: list[str], requested: str | None, project_name: str = "") -> str:
+    """The default process type: the requested one, the only one, ``web``, or the one named
+    after the project (``black`` among ``black`` and ``blackd``), as a Dockerfile author
+    would pick its entry point."""
     if requested:
         if requested not in types:
             raise BuildError(
@@ -35,9 +39,12 @@ def choose_default(types: list[str], requested: str | None) -> str:
         return types[0]
     if "web" in types:
         return "web"
+    named = [t for t in types if canonicalize_name(t) == canonicalize_name(project_name)]
+    if named:
+        return named[0]
     raise BuildError(
-        f"the project has {len(types)} process types ({', '.join(types)}) and none is called web; "
-        'set [tool.buildpacks] default-process = "<type>"'
+        f"the project has {len(types)} process types ({', '.join(types)}), none is called web "
+        'nor named after the project; set [tool.buildpacks] default-process = "<type>"'
     )
 
 
@@ -52,7 +59,7 @@ def plan_processes(config: BuildConfig) -> list[Process]:
     if not commands:
         raise BuildError(NO_ENTRY_POINT)
     types = sorted(commands)
-    default = choose_default(types, config.default_process)
+    default = choose_default(types, config.default_process, project.name)
     return [Process(t, commands[t][0], t == default, commands[t][1]) for t in types]
 
 
