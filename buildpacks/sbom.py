@@ -157,7 +157,8 @@ def extract(source: ImageSource, out_dir: Path) -> list[Path]:
     only the SBOM layer is fetched."""
     from buildpacks.inspect import lifecycle_metadata  # the reading side of our own labels
 
-    sha = lifecycle_metadata(source).get("sbom", {}).get("sha")
+    meta = lifecycle_metadata(source)
+    sha = meta.sbom.sha if meta.sbom else ""
     if not sha or sha not in source.diff_ids:
         raise BuildError(f"{source.reference} carries no SBOM layer")
     layer = source.layer(source.diff_ids.index(sha))
