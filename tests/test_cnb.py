@@ -92,7 +92,7 @@ def test_strict_refuses_unknown_and_missing_fields_lenient_takes_zero_values():
         cnb.decode(cnb.LayerMetadata, '{"sha": "x", "size": 1}', strict=True)
     full = json.loads(cnb.encode(cnb.LayersMetadata(run_image=cnb.RunImageForRebase(TOP, DIGEST))))
     del full["runImage"]["reference"]
-    with pytest.raises(ValueError, match="runImage.reference is missing"):
+    with pytest.raises(ValueError, match=r"runImage\.reference is missing"):
         cnb.decode(cnb.LayersMetadata, json.dumps(full), strict=True)
     assert cnb.decode(cnb.LayersMetadata, json.dumps(full)).run_image.reference == ""
     lenient = cnb.decode(cnb.LayersMetadata, '{"runImage": {"topLayer": "x"}, "extra": 1}')

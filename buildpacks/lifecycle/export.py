@@ -4,6 +4,7 @@ point, environment, non-root user, labels) and hand the image to its target (an 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from buildpacks import cnb
+from buildpacks import cnb, sbom
 from buildpacks.builtin import (
     WORKSPACE,
     BuildContext,
@@ -32,7 +33,6 @@ from buildpacks.oci.model import Image, Layer
 from buildpacks.oci.reference import Reference
 from buildpacks.oci.source import TRANSPORTS
 from buildpacks.progress import Transfers
-from buildpacks.sbom import CYCLONEDX, SBOM_ROOT, SPDX, Package, cyclonedx, spdx
 
 # The non-root user of CNB run images; numeric, so no passwd entry is needed in the base.
 USER = "1000:1000"
@@ -107,7 +107,7 @@ def project_metadata(root: Path) -> cnb.ProjectMetadata:
 
 
 def lifecycle_metadata(
-    config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, sbom: Layer
+    config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, bom: Layer
 ) -> cnb.LayersMetadata:
     """``io.buildpacks.lifecycle.metadata``: each of our layers named once, as the lifecycle
     does: the application's under ``app``, the process entries, config and launcher layers
@@ -132,7 +132,7 @@ def lifecycle_metadata(
         app=[
             cnb.LayerMetadata(r.layer.diff_id) for r in ctx.layers if r.buildpack == application.ID
         ],
-        sbom=cnb.LayerMetadata(sbom.diff_id),
+        sbom=cnb.LayerMetadata(bom.diff_id),
         buildpacks=[
             cnb.BuildpackLayers(bp.id, bp.version, by_buildpack.get(bp.id, {}))
             for bp in plan.buildpacks
@@ -150,17 +150,44 @@ def _base_name(config: BuildConfig) -> str | None:
     return None if config.base_image.startswith(TRANSPORTS) else config.base_image
 
 
+def run_image_contents(config: BuildConfig, run_image: Image) -> sbom.RunImageContents:
+    """The run image's OS packages, read from its layers once per base digest."""
+    digest = run_image.manifest_digest or run_image.digest()
+    record = config.cache_dir / "run-images" / f"{digest.replace(':', '-')}.sbom.json"
+    try:
+        return sbom.RunImageContents.from_json(json.loads(record.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        contents = sbom.run_image_contents(run_image)
+        write_atomic(record, json.dumps(contents.to_json()))
+        return contents
+
+
 def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: BlobStore) -> Layer:
     """The SBOM files at the CNB SBOM path, in a layer of their own."""
     project = config.project
-    app = Package(project.name, project.version, project.license)
-    base = _base_name(config) or config.base_image.split(":", 1)[0]
-    args = (app, ctx.packages, base, run_image.manifest_digest, source_date_epoch())
+    runtime = ctx.need_runtime()
+    environment = sbom.target_environment(runtime.minor, config.platform.machine)
+    app = sbom.Package(
+        project.name,
+        project.version,
+        project.license,
+        sbom.required_names(list(project.requires_dist), environment, tuple(config.extras)),
+    )
+    contents = sbom.Contents(
+        app,
+        ctx.packages,
+        runtime.interpreter,
+        runtime.version,
+        cnb.run_image_name(config.base_image),
+        run_image.manifest_digest or run_image.digest(),
+        run_image_contents(config, run_image),
+    )
+    epoch = source_date_epoch()
     stage = ctx.work_dir / "sbom"
     stage.mkdir(exist_ok=True)
-    (stage / CYCLONEDX).write_bytes(cyclonedx(*args))
-    (stage / SPDX).write_bytes(spdx(*args))
-    target = f"{SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
+    (stage / sbom.CYCLONEDX).write_bytes(sbom.cyclonedx(contents, epoch))
+    (stage / sbom.SPDX).write_bytes(sbom.spdx(contents, epoch))
+    target = f"{sbom.SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
     return write_layer(store, [TreeMapping(stage, target)])
 
 
@@ -190,11 +217,11 @@ def assemble(
     container["Env"] = _environment(container.get("Env") or [], config, ctx)
     container["WorkingDir"] = WORKSPACE
     container["User"] = USER
-    sbom = sbom_layer(config, run_image, ctx, store)
+    bom = sbom_layer(config, run_image, ctx, store)
     runtime = ctx.need_runtime()
     project = project_metadata(config.project.root)
     ours_labels = {
-        cnb.LIFECYCLE: cnb.encode(lifecycle_metadata(config, plan, run_image, ctx, sbom)),
+        cnb.LIFECYCLE: cnb.encode(lifecycle_metadata(config, plan, run_image, ctx, bom)),
         cnb.PROJECT: cnb.encode(project),
         cnb.RUNTIME: cnb.encode(
             cnb.RuntimeMetadata(runtime.minor, runtime.version, runtime.interpreter)
@@ -207,7 +234,7 @@ def assemble(
     }
     if project.source:
         container["Labels"][OCI + "revision"] = project.source.version["commit"]
-    ours = [*(r.layer for r in ctx.layers), sbom]
+    ours = [*(r.layer for r in ctx.layers), bom]
     image_config["created"] = created
     image_config["rootfs"] = {
         "type": "layers",
@@ -222,7 +249,7 @@ def assemble(
             {"created": created, "created_by": f"buildpacks: {r.buildpack} {r.name}"}
             for r in [
                 *ctx.layers,
-                LayerResult("python-buildpacks/lifecycle", "sbom", SBOM_ROOT, sbom, False),
+                LayerResult("python-buildpacks/lifecycle", "sbom", sbom.SBOM_ROOT, bom, False),
             ]
         ),
     ]
