@@ -55,8 +55,10 @@ def labels(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext)
         OCI + "version": project.version,
         OCI + "description": project.summary,
         OCI + "licenses": project.license,
-        OCI + "source": _source_url(project.urls),
+        OCI + "source": _source_url(project.urls) or config.descriptor.source_url,
         OCI + "url": {k.lower(): v for k, v in project.urls.items()}.get("homepage"),
+        OCI + "documentation": config.descriptor.documentation_url,
+        OCI + "authors": ", ".join(config.descriptor.authors),
         OCI + "base.name": _base_name(config),
         OCI + "base.digest": run_image.manifest_digest,
     }
