@@ -45,8 +45,8 @@ def test_inspect_and_sbom_from_a_registry_fetch_only_the_sbom_layer(
     assert [layer["origin"] for layer in data["layers"]] == [
         "run image",
         "python-buildpacks/dependencies venv",
-        "python-buildpacks/application app",
-        "config (processes)",
+        "app",
+        "process types",
         "sbom",
     ]
     assert data["python"]["version"] == "3.11.2"

@@ -22,6 +22,14 @@ BASE_LABELS = "io.buildpacks.base."
 OCI = "org.opencontainers.image."
 
 
+def recorded_run_image(source: ImageSource) -> str | None:
+    """The registry reference of the run image the image was built on (or last rebased
+    onto); None for a local base, whose recorded name is not one to pull from."""
+    name = lifecycle_metadata(source).run_image.image
+    registry_base = cnb.image_labels(source.config).get(OCI + "base.name")
+    return name if name and name == registry_base else None
+
+
 def check_compatible(source: ImageSource, new_base: Image, force: bool) -> list[str]:
     """Reasons the new run image does not fit; raises unless ``force``."""
     problems = []
