@@ -169,6 +169,13 @@ def test_rebase_refuses_a_base_with_another_python(session_dir, hatch_env, tmp_p
         "/usr/bin/python3.12) (--force rebases anyway)"
     ]
     assert archive.read_bytes() == original
+    # Built on a local base: its recorded name (for pack) is not one to pull from.
+    unnamed = testbed.cli("rebase", f"oci-archive:{archive}", env=hatch_env)
+    assert unnamed.returncode == 1 and unnamed.stderr.strip().splitlines() == [
+        f"error: oci-archive:{archive} was built on a local base, which cannot be pulled by its "
+        "name; give --run-image"
+    ]
+    assert archive.read_bytes() == original
     forced = testbed.cli(
         "rebase",
         f"oci-archive:{archive}",
