@@ -102,6 +102,16 @@ def test_agreeing_pyproject_is_fine(tmp_path):
             "group: third-party buildpacks are not supported",
         ),
         (
+            '[_]\nschema-version = "0.2"\nname = "other"\n',
+            {},
+            r"\[_\] name 'other' contradicts the project's name 'x'",
+        ),
+        (
+            '[_]\nschema-version = "0.2"\n[[_.licenses]]\ntype = "MIT"\n',
+            {"license": "Apache-2.0"},
+            r"\[\[_.licenses\]\] 'MIT' contradicts the project's license 'Apache-2.0'",
+        ),
+        (
             '[_]\nschema-version = "0.2"\nversion = "9.9"\n',
             {"version": "1.0"},
             r"\[_\] version '9.9' contradicts \[project\] version '1.0'",
