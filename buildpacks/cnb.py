@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from buildpacks.errors import BuildError
+from buildpacks.oci.reference import DOCKER_HUB, Reference
+from buildpacks.oci.source import TRANSPORTS, split_layout_spec
 
 LIFECYCLE = "io.buildpacks.lifecycle.metadata"
 BUILD = "io.buildpacks.build.metadata"
@@ -365,8 +367,6 @@ def run_image_name(spec: str) -> str:
     """The run image's name for ``runImage.image``: the registry reference as given, or for
     a local base the name it would be loaded under (``oci-layout:DIR/debian:bookworm`` →
     ``debian:bookworm``; an archive's file name without ``.tar``), never a host path."""
-    from buildpacks.oci.source import TRANSPORTS, split_layout_spec
-
     if spec.startswith("oci-layout:"):
         path, tag = split_layout_spec(spec.removeprefix("oci-layout:"))
         return path.name + (f":{tag}" if tag else "")
@@ -376,23 +376,14 @@ def run_image_name(spec: str) -> str:
     return spec
 
 
-def run_image_reference(name: str, digest: str) -> str:
-    """``runImage.reference`` as the lifecycle writes it for a registry image (go-
-    containerregistry's ``repository@digest``, Docker Hub as ``index.docker.io``); a local
-    base's name stands in for the repository."""
-    from buildpacks.oci.reference import DOCKER_HUB, Reference
-
-    try:
-        ref = Reference.parse(name)
-    except ValueError:
-        return f"{name.rsplit(':', 1)[0]}@{digest}"
-    registry = "index.docker.io" if ref.registry == DOCKER_HUB else ref.registry
-    return f"{registry}/{ref.repository}@{digest}"
-
-
 def run_image_for_rebase(spec: str, top_layer: str, digest: str) -> RunImageForRebase:
-    """The ``runImage`` block for a run image named by ``spec`` with manifest ``digest``."""
+    """The ``runImage`` block for the run image ``spec`` whose manifest is ``digest``:
+    ``reference`` as the lifecycle writes it for a registry image (go-containerregistry's
+    ``repository@digest``, Docker Hub as ``index.docker.io``); a local base's name stands in
+    for the repository."""
     name = run_image_name(spec)
-    local = spec != name
-    reference = f"{name.rsplit(':', 1)[0]}@{digest}" if local else run_image_reference(name, digest)
-    return RunImageForRebase(top_layer, reference, name)
+    if name != spec:
+        return RunImageForRebase(top_layer, f"{name.rsplit(':', 1)[0]}@{digest}", name)
+    ref = Reference.parse(name)
+    registry = "index.docker.io" if ref.registry == DOCKER_HUB else ref.registry
+    return RunImageForRebase(top_layer, f"{registry}/{ref.repository}@{digest}", name)
