@@ -92,10 +92,10 @@ def cmd_rebase(args: argparse.Namespace) -> int:
             f"rebase of {args.ref}: give --publish to push the result, or --output PATH"
         )
     with _open(args.ref, store) as source:
-        run_image = args.run_image or inspect.lifecycle_metadata(source)["runImage"].get("image")
+        run_image = args.run_image or rebase.recorded_run_image(source)
         if not run_image:
             raise BuildError(
-                f"{args.ref} was built on a local base and records no run image name; "
+                f"{args.ref} was built on a local base, which cannot be pulled by its name; "
                 "give --run-image"
             )
         platform = Platform(

@@ -14,6 +14,7 @@ from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from buildpacks import descriptor as project_toml
 from buildpacks.cachedir import cache_dir
 from buildpacks.errors import BuildError
 from buildpacks.oci.model import Platform
@@ -154,6 +155,7 @@ class BuildConfig:
     cache_dir: Path
     output_dir: Path
     origins: dict[str, str] = field(default_factory=dict)
+    descriptor: project_toml.Descriptor = field(default_factory=project_toml.Descriptor)
 
 
 def _suggest(key: str) -> str:
@@ -293,7 +295,14 @@ def resolve(
 ) -> BuildConfig:
     """Validate and complete the configuration of a build of ``project``."""
     env = os.environ if env is None else env
-    values, origins = gather(project.tool_config, env, overrides or {})
+    descriptor = project_toml.read_descriptor(project.root)
+    project = project_toml.apply(descriptor, project, (project.root / "pyproject.toml").is_file())
+    known = {option.env: option.key for option in OPTIONS if option.env}
+    file_env = project_toml.environment(descriptor, project.tool_config, known)
+    values, origins = gather(project.tool_config, {**file_env, **env}, overrides or {})
+    for key, origin in origins.items():
+        if origin in file_env and not env.get(origin, "").strip():
+            origins[key] = f"project.toml {origin}"
 
     python, origins["python-version"] = resolve_python_version(
         values.get("python-version"),
@@ -350,4 +359,5 @@ def resolve(
         cache_dir=cache_dir,
         output_dir=output_dir,
         origins=origins,
+        descriptor=descriptor,
     )

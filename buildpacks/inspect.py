@@ -3,53 +3,43 @@ run image, Python, buildpacks, processes, layers with sizes and origins, the SBO
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from buildpacks import cnb
 from buildpacks.errors import BuildError
 from buildpacks.oci.model import ImageSource
 from buildpacks.progress import human
 
-LIFECYCLE = "io.buildpacks.lifecycle.metadata"
-BUILD = "io.buildpacks.build.metadata"
-RUNTIME = "io.python-buildpacks.runtime"
 
-
-def label_json(source: ImageSource, key: str) -> dict[str, Any]:
-    """A JSON label of the image ({} when absent); a malformed one is a ``BuildError``."""
-    labels = source.config.get("config", {}).get("Labels") or {}
-    if key not in labels:
-        return {}
-    try:
-        return json.loads(labels[key])
-    except ValueError:
-        raise BuildError(f"{source.reference}: label {key} is not JSON") from None
-
-
-def lifecycle_metadata(source: ImageSource) -> dict[str, Any]:
+def lifecycle_metadata(source: ImageSource) -> cnb.LayersMetadata:
     """The CNB lifecycle label, required: images not built by a CNB platform are refused."""
-    meta = label_json(source, LIFECYCLE)
-    if not meta.get("runImage", {}).get("topLayer"):
+    labels = cnb.image_labels(source.config)
+    meta = cnb.read_label(labels, cnb.LIFECYCLE, cnb.LayersMetadata, source.reference)
+    if meta is None or not meta.run_image.top_layer:
         raise BuildError(
-            f"{source.reference} has no {LIFECYCLE} label: it was not built by python-buildpacks "
-            "or another CNB platform"
+            f"{source.reference} has no {cnb.LIFECYCLE} label: it was not built by "
+            "python-buildpacks or another CNB platform"
         )
     return meta
 
 
-def layer_origins(source: ImageSource, meta: dict[str, Any]) -> list[str]:
+def layer_origins(source: ImageSource, meta: cnb.LayersMetadata) -> list[str]:
     """For each layer, bottom to top, what put it there."""
     named: dict[str, str] = {}
-    for bp in meta.get("buildpacks", []):
-        for name, layer in bp.get("layers", {}).items():
-            named[layer.get("sha", "")] = f"{bp['key']} {name}"
-    named[meta.get("config", {}).get("sha", "")] = "config (processes)"
-    named[meta.get("sbom", {}).get("sha", "")] = "sbom"
-    top = meta["runImage"]["topLayer"]
+    for bp in meta.buildpacks:
+        for name, layer in bp.layers.items():
+            named[layer.sha] = f"{bp.key} {name}"
+    named.update({app.sha: "app" for app in meta.app})
+    named[meta.launcher.sha] = "launcher"
+    named[meta.process_types.sha] = "process types"
+    named[meta.config.sha] = "config"
+    if meta.sbom:
+        named[meta.sbom.sha] = "sbom"
+    named.pop("", None)
     origins, in_base = [], True
     for diff_id in source.diff_ids:
         origins.append("run image" if in_base else named.get(diff_id, "unknown"))
-        if diff_id == top:
+        if diff_id == meta.run_image.top_layer:
             in_base = False
     return origins
 
@@ -57,7 +47,11 @@ def layer_origins(source: ImageSource, meta: dict[str, Any]) -> list[str]:
 def inspect(source: ImageSource) -> dict[str, Any]:
     """The inspection report of an image, as plain data."""
     meta = lifecycle_metadata(source)
-    build = label_json(source, BUILD)
+    labels = cnb.image_labels(source.config)
+    build = cnb.read_label(labels, cnb.BUILD, cnb.BuildMetadata, source.reference)
+    build = build or cnb.BuildMetadata()
+    runtime = cnb.read_label(labels, cnb.RUNTIME, cnb.RuntimeMetadata, source.reference)
+    default = build.default_process()
     container = source.config.get("config", {})
     layers = [
         {"digest": d.digest, "diffId": diff_id, "size": d.size, "origin": origin}
@@ -71,10 +65,10 @@ def inspect(source: ImageSource) -> dict[str, Any]:
         "digest": source.manifest_digest,
         "platform": f"{source.config.get('os')}/{source.config.get('architecture')}",
         "created": source.config.get("created"),
-        "runImage": meta["runImage"],
-        "python": label_json(source, RUNTIME),
-        "buildpacks": build.get("buildpacks", []),
-        "processes": build.get("processes", []),
+        "runImage": cnb.to_json(meta.run_image),
+        "python": cnb.to_json(runtime) if runtime else {},
+        "buildpacks": cnb.to_json(build.buildpacks),
+        "processes": [{**cnb.to_json(p), "default": p is default} for p in build.processes],
         "entrypoint": container.get("Entrypoint"),
         "user": container.get("User"),
         "layers": layers,

@@ -57,6 +57,21 @@ CASES = {
         {},
         r"unknown key \[tool.buildpacks\] 'base-imag'; did you mean 'base-image'\?",
     ),
+    "project.toml not TOML": (
+        lambda p: (p / "project.toml").write_text('[_\nname = "x"\n'),
+        {},
+        r"project.toml: invalid TOML: .*line 1",
+    ),
+    "project.toml of another schema": (
+        lambda p: (p / "project.toml").write_text('[project]\nname = "example-service"\n'),
+        {},
+        r"project.toml: has no \[_\] table \(schema 0.1",
+    ),
+    "project.toml version contradicting pyproject": (
+        lambda p: (p / "project.toml").write_text('[_]\nschema-version = "0.2"\nversion = "2.0"\n'),
+        {},
+        r"project.toml: \[_\] version '2.0' contradicts \[project\] version '0.1.0'",
+    ),
     "key of the wrong type": (
         lambda p: _edit(
             p / "pyproject.toml", "[tool.buildpacks]", "[tool.buildpacks]\npython-version = 3.11"

@@ -9,6 +9,7 @@ import tarfile
 
 import pytest
 
+from buildpacks import cnb
 from tests import testbed
 
 pytestmark = pytest.mark.e2e
@@ -21,58 +22,119 @@ def labels_of(config: dict) -> dict:
     return config["config"]["Labels"]
 
 
-def test_lifecycle_metadata_matches_the_layers(example_build, base_image):
+def test_labels_decode_strictly_and_name_every_layer_once(example_build, base_image):
     project, _ = example_build
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
     diff_ids = config["rootfs"]["diff_ids"]
-    meta = json.loads(labels_of(config)["io.buildpacks.lifecycle.metadata"])
-    assert meta["runImage"]["topLayer"] == diff_ids[0]  # the local base has one layer
-    assert meta["runImage"]["reference"].startswith("sha256:")
-    layers = {bp["key"]: bp["layers"] for bp in meta["buildpacks"]}
-    assert layers["python-buildpacks/dependencies"]["venv"]["sha"] == diff_ids[1]
-    assert layers["python-buildpacks/application"]["app"]["sha"] == diff_ids[2]
-    assert meta["app"] == [{"sha": diff_ids[2]}]
-    assert meta["config"]["sha"] == diff_ids[3]
-    assert meta["sbom"]["sha"] == diff_ids[4]
-    build = json.loads(labels_of(config)["io.buildpacks.build.metadata"])
-    assert {"id": "python-buildpacks/dependencies", "version": "0.1.0"} in build["buildpacks"]
-    assert [p["type"] for p in build["processes"]] == ["example-service"]
+    labels = labels_of(config)
+    # As strict as Go's encoding/json with DisallowUnknownFields, and every field Go
+    # always writes present.
+    meta = cnb.decode(cnb.LayersMetadata, labels[cnb.LIFECYCLE], strict=True)
+    build = cnb.decode(cnb.BuildMetadata, labels[cnb.BUILD], strict=True)
+    project_md = cnb.decode(cnb.ProjectMetadata, labels[cnb.PROJECT], strict=True)
+    assert meta.run_image.top_layer == diff_ids[0]  # the local base has one layer
+    base_digest = config["config"]["Labels"]["org.opencontainers.image.base.digest"]
+    assert meta.run_image.image == "debian-python:bookworm"  # the layout's name, no host path
+    assert meta.run_image.reference == f"debian-python@{base_digest}"
+    assert meta.stack == cnb.Stack(cnb.RunImageForExport("debian-python:bookworm"))
+    layers = {bp.key: bp.layers for bp in meta.buildpacks}
+    assert layers["python-buildpacks/dependencies"]["venv"].sha == diff_ids[1]
+    assert layers["python-buildpacks/application"] == {}  # its layer is the app's
+    assert meta.app == [cnb.LayerMetadata(diff_ids[2])]
+    assert meta.process_types.sha == diff_ids[3]
+    assert meta.sbom == cnb.LayerMetadata(diff_ids[-1])
+    named = [
+        *(layer.sha for bp in meta.buildpacks for layer in bp.layers.values()),
+        *(app.sha for app in meta.app),
+        *(x.sha for x in (meta.config, meta.launcher, meta.process_types, meta.sbom) if x.sha),
+    ]
+    assert sorted(named) == sorted(diff_ids[1:])  # each of ours named once
+    assert {b.homepage for b in build.buildpacks} == {cnb.HOMEPAGE}
+    assert [p.type for p in build.processes] == ["example-service"]
+    assert build.buildpack_default_process_type == "example-service"
+    assert all(p.direct and not p.default for p in build.processes)
+    assert "bom" not in json.loads(labels[cnb.BUILD])  # platform API >= 0.9
+    assert project_md == cnb.ProjectMetadata()  # the example is not a git checkout
+    assert labels[cnb.PROJECT] == "{}"
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
     assert env["CNB_PLATFORM_API"] == "0.13"
     assert "/cnb/process" in env["PATH"].split(":")
 
 
-def test_sbom_lists_exactly_the_packages_in_the_venv(example_build, podman):
+IN_IMAGE = """
+import importlib.metadata as m, json
+dists = sorted({(d.metadata["Name"].lower(), d.version) for d in m.distributions()})
+debs = []
+for stanza in open("/var/lib/dpkg/status").read().split("\\n\\n"):
+    fields = dict(l.split(": ", 1) for l in stanza.splitlines() if ": " in l and l[0] != " ")
+    if fields.get("Status", "").endswith(" installed"):
+        debs.append((fields["Package"], fields["Version"]))
+print(json.dumps({"dists": dists, "debs": sorted(debs)}))
+"""
+
+
+def test_sbom_is_valid_and_lists_everything_the_image_holds(example_build, podman, tmp_path):
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
     project, _ = example_build
     podman("load", "-i", str(project / ARCHIVE))
-    out = podman.run(
-        "example-service:0.1.0",
-        "-c",
-        "import importlib.metadata as m, json;"
-        "names = {(d.metadata['Name'].lower(), d.version) for d in m.distributions()};"
-        "print(json.dumps(sorted(names)))",
-        entrypoint="python",
-    )
-    in_image = {tuple(x) for x in json.loads(out)}
-    _, manifest, _ = testbed.read_archive_manifest(project / ARCHIVE)
+    held = json.loads(podman.run("example-service:0.1.0", "-c", IN_IMAGE, entrypoint="python"))
+    in_image = {tuple(x) for x in held["dists"]}
+    _, manifest, config = testbed.read_archive_manifest(project / ARCHIVE)
     with tarfile.open(project / ARCHIVE) as tar:
         blob = tar.extractfile("blobs/" + manifest["layers"][-1]["digest"].replace(":", "/"))
         with tarfile.open(fileobj=blob, mode="r:gz") as sbom_layer:
-            cdx = json.load(sbom_layer.extractfile(f"{SBOM_DIR}/sbom.cdx.json"))
-            spdx = json.load(sbom_layer.extractfile(f"{SBOM_DIR}/sbom.spdx.json"))
-    libraries = {
-        (c["name"].lower(), c["version"]) for c in cdx["components"] if c["type"] == "library"
-    }
+            cdx_text = sbom_layer.extractfile(f"{SBOM_DIR}/sbom.cdx.json").read()
+            spdx_text = sbom_layer.extractfile(f"{SBOM_DIR}/sbom.spdx.json").read()
+    cdx, spdx = json.loads(cdx_text), json.loads(spdx_text)
+
+    assert cdx["specVersion"] == "1.5"
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(cdx_text.decode()) is None
+    (tmp_path / "sbom.spdx.json").write_bytes(spdx_text)
+    checked = subprocess.run(
+        [str(testbed.BIN / "pyspdxtools"), "-i", str(tmp_path / "sbom.spdx.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    by_purl_type: dict[str, set] = {}
+    for c in cdx["components"]:
+        kind = c.get("purl", "none:").split("/", 1)[0]
+        by_purl_type.setdefault(kind, set()).add((c["name"].lower(), c["version"]))
     app = ("example-service", "0.1.0")
-    assert libraries | {app} == in_image
+    assert by_purl_type["pkg:pypi"] | {app} == in_image  # venv and app layers, all of them
+    assert by_purl_type["pkg:deb"] == {tuple(x) for x in held["debs"]}  # the base's packages
+    assert len(held["debs"]) > 30
     assert cdx["metadata"]["component"]["purl"] == "pkg:pypi/example-service@0.1.0"
     assert {"pkg:pypi/flask@3.1.3", "pkg:pypi/markupsafe@3.0.4"} <= {
         c.get("purl") for c in cdx["components"]
     }
-    assert any(c["type"] == "container" for c in cdx["components"])  # the base image
-    assert {(p["name"].lower(), p["versionInfo"]) for p in spdx["packages"]} == in_image
+    base = next(c for c in cdx["components"] if c["type"] == "container")
+    labels = labels_of(config)
+    assert base["name"] == "debian-python:bookworm"  # not oci-layout:/host/path
+    assert base["version"] == labels["org.opencontainers.image.base.digest"]
+    python = next(c for c in cdx["components"] if c["type"] == "platform")
+    assert python["version"].startswith("3.11.")
+    assert next(c for c in cdx["components"] if c["type"] == "operating-system")["name"] == "debian"
+    libc = next(c for c in cdx["components"] if c["name"] == "libc6")
+    assert libc["purl"].startswith("pkg:deb/debian/libc6@") and "distro=debian-12" in libc["purl"]
     flask = next(c for c in cdx["components"] if c["name"].lower() == "flask")
     assert flask["licenses"] == [{"expression": "BSD-3-Clause"}]
+
+    graph = {d["ref"]: d["dependsOn"] for d in cdx["dependencies"]}
+    assert "pkg:pypi/flask@3.1.3" in graph[cdx["metadata"]["component"]["bom-ref"]]
+    assert any(ref.startswith("pkg:pypi/werkzeug@") for ref in graph["pkg:pypi/flask@3.1.3"])
+    refs = {c["bom-ref"] for c in cdx["components"]} | {cdx["metadata"]["component"]["bom-ref"]}
+    assert set(graph) <= refs and all(set(deps) <= refs for deps in graph.values())
+
+    assert {(p["name"].lower(), p["versionInfo"]) for p in spdx["packages"]} >= in_image
+    assert sum(
+        ref["referenceLocator"].startswith("pkg:deb/")
+        for p in spdx["packages"]
+        for ref in p.get("externalRefs", [])
+    ) == len(held["debs"])
 
 
 def test_entrypoint_by_process_type(example_build, podman):
@@ -121,9 +183,13 @@ def test_procfile_processes_table_env_and_git_metadata(session_dir, hatch_env, p
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
     assert config["config"]["Entrypoint"] == ["/bin/sh", "-c", "example-service"]  # web is default
     labels = labels_of(config)
+    branch = subprocess.run(
+        ["git", "branch", "--show-current"], cwd=project, capture_output=True, text=True
+    ).stdout.strip()
     source = json.loads(labels["io.buildpacks.project.metadata"])["source"]
     assert source["type"] == "git" and len(source["version"]["commit"]) == 40
-    assert source["metadata"]["repository"] == "https://example.invalid/x.git"  # no credentials
+    assert source["metadata"] == {"refs": [branch], "url": "https://example.invalid/x.git"}
+    assert source["version"]["describe"] == source["version"]["commit"][:7]  # no tags
     assert "token" not in json.dumps(config)
     podman("load", "-i", str(project / ARCHIVE))
     assert podman.run("example-service:0.1.0", entrypoint="hello").strip() == "hello from the image"

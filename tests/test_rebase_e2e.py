@@ -45,8 +45,8 @@ def test_inspect_and_sbom_from_a_registry_fetch_only_the_sbom_layer(
     assert [layer["origin"] for layer in data["layers"]] == [
         "run image",
         "python-buildpacks/dependencies venv",
-        "python-buildpacks/application app",
-        "config (processes)",
+        "app",
+        "process types",
         "sbom",
     ]
     assert data["python"]["version"] == "3.11.2"
@@ -167,6 +167,13 @@ def test_rebase_refuses_a_base_with_another_python(session_dir, hatch_env, tmp_p
         "it has no "
         "/usr/bin/python3.11 (Python 3.11, which the image's virtual environment runs on; it has: "
         "/usr/bin/python3.12) (--force rebases anyway)"
+    ]
+    assert archive.read_bytes() == original
+    # Built on a local base: its recorded name (for pack) is not one to pull from.
+    unnamed = testbed.cli("rebase", f"oci-archive:{archive}", env=hatch_env)
+    assert unnamed.returncode == 1 and unnamed.stderr.strip().splitlines() == [
+        f"error: oci-archive:{archive} was built on a local base, which cannot be pulled by its "
+        "name; give --run-image"
     ]
     assert archive.read_bytes() == original
     forced = testbed.cli(

@@ -103,7 +103,7 @@ class ApplicationBuildpack:
         """An application without a wheel: its source tree, minus VCS data, virtual
         environments, caches and secrets, copied to /workspace."""
         root = ctx.config.project.root
-        files = source_files(root)
+        files = [f for f in source_files(root) if ctx.config.descriptor.selects(f)]
         key = cache_key(
             {
                 "buildpack": f"{ID}@{VERSION}",

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from buildpacks import cnb, sbom
 from buildpacks.builtin import (
     WORKSPACE,
     BuildContext,
@@ -22,10 +23,8 @@ from buildpacks.builtin import (
     processes,
 )
 from buildpacks.config import BuildConfig
-from buildpacks.inspect import BUILD, LIFECYCLE, RUNTIME
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
-from buildpacks.lifecycle.restore import CACHE_LABEL
 from buildpacks.oci import daemon
 from buildpacks.oci.archive import ArchiveWriter, archive_digest
 from buildpacks.oci.blobs import BlobStore, write_atomic
@@ -34,13 +33,10 @@ from buildpacks.oci.model import Image, Layer
 from buildpacks.oci.reference import Reference
 from buildpacks.oci.source import TRANSPORTS
 from buildpacks.progress import Transfers
-from buildpacks.sbom import CYCLONEDX, SBOM_ROOT, SPDX, Package, cyclonedx, spdx
 
 # The non-root user of CNB run images; numeric, so no passwd entry is needed in the base.
 USER = "1000:1000"
 OCI = "org.opencontainers.image."
-PROJECT_METADATA = "io.buildpacks.project.metadata"
-PLATFORM_API = "0.13"
 
 
 def _source_url(urls: dict[str, str]) -> str | None:
@@ -59,32 +55,36 @@ def labels(config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext)
         OCI + "version": project.version,
         OCI + "description": project.summary,
         OCI + "licenses": project.license,
-        OCI + "source": _source_url(project.urls),
+        OCI + "source": _source_url(project.urls) or config.descriptor.source_url,
         OCI + "url": {k.lower(): v for k, v in project.urls.items()}.get("homepage"),
+        OCI + "documentation": config.descriptor.documentation_url,
+        OCI + "authors": ", ".join(config.descriptor.authors),
         OCI + "base.name": _base_name(config),
         OCI + "base.digest": run_image.manifest_digest,
     }
-    build_metadata = {
-        "buildpacks": [{"id": bp.id, "version": bp.version} for bp in plan.buildpacks],
-        "processes": [
-            {
-                "type": p.type,
-                "command": list(p.command),
-                "args": [],
-                "direct": p.direct,
-                "default": p.default,
-                "buildpackID": "python-buildpacks/processes",
-            }
-            for p in ctx.processes
-        ],
-        "launcher": {"version": "", "source": {}},
-    }
-    out[BUILD] = json.dumps(build_metadata, sort_keys=True, separators=(",", ":"))
+    out[cnb.BUILD] = cnb.encode(build_metadata(plan, ctx))
     return {k: v for k, v in out.items() if v}
 
 
-def git_metadata(root: Path) -> dict[str, Any] | None:
-    """CNB project metadata from the project's git checkout, credentials stripped from URLs."""
+def build_metadata(plan: Plan, ctx: BuildContext) -> cnb.BuildMetadata:
+    """``io.buildpacks.build.metadata`` as the lifecycle writes it for platform API 0.13:
+    every process direct with its whole command (Buildpack API >= 0.9), none marked
+    ``default`` but the default named, no ``bom``, the launcher's zero value."""
+    default = next((p.type for p in ctx.processes if p.default), "")
+    return cnb.BuildMetadata(
+        buildpacks=[cnb.GroupElement(bp.id, bp.version, cnb.HOMEPAGE) for bp in plan.buildpacks],
+        processes=[
+            cnb.Process(p.type, tuple(p.command), [], True, buildpack_id=processes.ID)
+            for p in ctx.processes
+        ],
+        buildpack_default_process_type=default,
+    )
+
+
+def project_metadata(root: Path) -> cnb.ProjectMetadata:
+    """``io.buildpacks.project.metadata`` as pack writes it from the project's git checkout
+    (``version``: commit, describe; ``metadata``: refs, url), credentials stripped from the
+    URL; ``{}`` outside git."""
 
     def git(*args: str) -> str:
         result = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
@@ -93,53 +93,58 @@ def git_metadata(root: Path) -> dict[str, Any] | None:
     try:
         commit = git("rev-parse", "HEAD")
     except OSError:  # no git program
-        return None
+        return cnb.ProjectMetadata()
     if not commit:
-        return None
+        return cnb.ProjectMetadata()
     remote = re.sub(r"//[^/@]*@", "//", git("config", "--get", "remote.origin.url"))
-    return {
-        "source": {
-            "type": "git",
-            "version": {"commit": commit},
-            "metadata": {
-                "repository": remote,
-                "refs": [r for r in [git("branch", "--show-current")] if r],
-            },
-        }
-    }
+    branch = git("branch", "--show-current")
+    tags = git("tag", "--points-at", "HEAD").split()
+    return cnb.ProjectMetadata(
+        cnb.ProjectSource(
+            type="git",
+            version={"commit": commit, "describe": git("describe", "--tags", "--always")},
+            metadata={"refs": [r for r in [branch, *tags] if r], "url": remote},
+        )
+    )
 
 
 def lifecycle_metadata(
-    config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, sbom: Layer
-) -> dict[str, Any]:
-    """The ``io.buildpacks.lifecycle.metadata`` label of the CNB platform spec."""
-    by_buildpack: dict[str, dict[str, Any]] = {}
+    config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, bom: Layer
+) -> cnb.LayersMetadata:
+    """``io.buildpacks.lifecycle.metadata``: each of our layers named once, as the lifecycle
+    does: the application's under ``app``, the process entries, config and launcher layers
+    by their role (found by where they go in the image), the rest under their buildpack."""
+    by_role = {r.path: r.layer.diff_id for r in ctx.layers}
+    by_buildpack: dict[str, dict[str, cnb.BuildpackLayer]] = {}
     for r in ctx.layers:
-        if r.buildpack != processes.ID:
-            by_buildpack.setdefault(r.buildpack, {})[r.name] = {
-                "sha": r.layer.diff_id,
-                "launch": True,
-                "build": False,
-                "cache": bool(r.key),
-                "data": {"cache-key": r.key, **r.extra} if r.key else {},
-            }
-    app = next(r for r in ctx.layers if r.buildpack == application.ID)
-    config_layer = next(r for r in ctx.layers if r.buildpack == processes.ID)
-    return {
-        "app": [{"sha": app.layer.diff_id}],
-        "config": {"sha": config_layer.layer.diff_id},
-        "launcher": {"sha": ""},
-        "buildpacks": [
-            {"key": bp.id, "version": bp.version, "layers": by_buildpack.get(bp.id, {})}
+        if r.buildpack not in (application.ID, processes.ID) and r.path not in cnb.ROLE_PATHS:
+            by_buildpack.setdefault(r.buildpack, {})[r.name] = cnb.BuildpackLayer(
+                r.layer.diff_id,
+                {"cache-key": r.key, **r.extra} if r.key else {},
+                False,
+                True,
+                bool(r.key),
+            )
+    run = cnb.run_image_for_rebase(
+        config.base_image,
+        run_image.config["rootfs"]["diff_ids"][-1],
+        run_image.manifest_digest or run_image.digest(),
+    )
+    return cnb.LayersMetadata(
+        app=[
+            cnb.LayerMetadata(r.layer.diff_id) for r in ctx.layers if r.buildpack == application.ID
+        ],
+        sbom=cnb.LayerMetadata(bom.diff_id),
+        buildpacks=[
+            cnb.BuildpackLayers(bp.id, bp.version, by_buildpack.get(bp.id, {}))
             for bp in plan.buildpacks
         ],
-        "runImage": {
-            "topLayer": run_image.config["rootfs"]["diff_ids"][-1],
-            "reference": run_image.manifest_digest or run_image.digest(),
-            "image": _base_name(config) or "",
-        },
-        "sbom": {"sha": sbom.diff_id},
-    }
+        config=cnb.LayerMetadata(by_role.get(cnb.CONFIG_DIR, "")),
+        launcher=cnb.LayerMetadata(by_role.get(cnb.LAUNCHER_DIR, "")),
+        process_types=cnb.LayerMetadata(by_role.get(processes.PROCESS_DIR, "")),
+        run_image=run,
+        stack=run.to_stack(),
+    )
 
 
 def _base_name(config: BuildConfig) -> str | None:
@@ -147,17 +152,44 @@ def _base_name(config: BuildConfig) -> str | None:
     return None if config.base_image.startswith(TRANSPORTS) else config.base_image
 
 
+def run_image_contents(config: BuildConfig, run_image: Image) -> sbom.RunImageContents:
+    """The run image's OS packages, read from its layers once per base digest."""
+    digest = run_image.manifest_digest or run_image.digest()
+    record = config.cache_dir / "run-images" / f"{digest.replace(':', '-')}.sbom.json"
+    try:
+        return sbom.RunImageContents.from_json(json.loads(record.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        contents = sbom.run_image_contents(run_image)
+        write_atomic(record, json.dumps(contents.to_json()))
+        return contents
+
+
 def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: BlobStore) -> Layer:
     """The SBOM files at the CNB SBOM path, in a layer of their own."""
     project = config.project
-    app = Package(project.name, project.version, project.license)
-    base = _base_name(config) or config.base_image.split(":", 1)[0]
-    args = (app, ctx.packages, base, run_image.manifest_digest, source_date_epoch())
+    runtime = ctx.need_runtime()
+    environment = sbom.target_environment(runtime.minor, config.platform.machine)
+    app = sbom.Package(
+        project.name,
+        project.version,
+        project.license,
+        sbom.required_names(list(project.requires_dist), environment, tuple(config.extras)),
+    )
+    contents = sbom.Contents(
+        app,
+        ctx.packages,
+        runtime.interpreter,
+        runtime.version,
+        cnb.run_image_name(config.base_image),
+        run_image.manifest_digest or run_image.digest(),
+        run_image_contents(config, run_image),
+    )
+    epoch = source_date_epoch()
     stage = ctx.work_dir / "sbom"
     stage.mkdir(exist_ok=True)
-    (stage / CYCLONEDX).write_bytes(cyclonedx(*args))
-    (stage / SPDX).write_bytes(spdx(*args))
-    target = f"{SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
+    (stage / sbom.CYCLONEDX).write_bytes(sbom.cyclonedx(contents, epoch))
+    (stage / sbom.SPDX).write_bytes(sbom.spdx(contents, epoch))
+    target = f"{sbom.SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
     return write_layer(store, [TreeMapping(stage, target)])
 
 
@@ -167,7 +199,7 @@ def _environment(base_env: list[str], config: BuildConfig, ctx: BuildContext) ->
     env["PATH"] = ":".join([*ctx.path_entries, base_path])
     env.update(ctx.env)
     env["PYTHONUNBUFFERED"] = "1"
-    env["CNB_PLATFORM_API"] = PLATFORM_API
+    env["CNB_PLATFORM_API"] = cnb.PLATFORM_API
     env.update(config.env)
     return [f"{k}={v}" for k, v in env.items()]
 
@@ -187,26 +219,24 @@ def assemble(
     container["Env"] = _environment(container.get("Env") or [], config, ctx)
     container["WorkingDir"] = WORKSPACE
     container["User"] = USER
-    sbom = sbom_layer(config, run_image, ctx, store)
+    bom = sbom_layer(config, run_image, ctx, store)
     runtime = ctx.need_runtime()
-    cnb = {
-        LIFECYCLE: lifecycle_metadata(config, plan, run_image, ctx, sbom),
-        RUNTIME: {
-            "python": runtime.minor,
-            "version": runtime.version,
-            "interpreter": runtime.interpreter,
-        },
-        PROJECT_METADATA: git_metadata(config.project.root),
+    project = project_metadata(config.project.root)
+    ours_labels = {
+        cnb.LIFECYCLE: cnb.encode(lifecycle_metadata(config, plan, run_image, ctx, bom)),
+        cnb.PROJECT: cnb.encode(project),
+        cnb.RUNTIME: cnb.encode(
+            cnb.RuntimeMetadata(runtime.minor, runtime.version, runtime.interpreter)
+        ),
     }
     container["Labels"] = {
         **(container.get("Labels") or {}),
         **labels(config, plan, run_image, ctx),
-        **{k: json.dumps(v, sort_keys=True, separators=(",", ":")) for k, v in cnb.items() if v},
+        **ours_labels,
     }
-    commit = (cnb[PROJECT_METADATA] or {}).get("source", {}).get("version", {}).get("commit")
-    if commit:
-        container["Labels"][OCI + "revision"] = commit
-    ours = [*(r.layer for r in ctx.layers), sbom]
+    if project.source:
+        container["Labels"][OCI + "revision"] = project.source.version["commit"]
+    ours = [*(r.layer for r in ctx.layers), bom]
     image_config["created"] = created
     image_config["rootfs"] = {
         "type": "layers",
@@ -221,7 +251,7 @@ def assemble(
             {"created": created, "created_by": f"buildpacks: {r.buildpack} {r.name}"}
             for r in [
                 *ctx.layers,
-                LayerResult("python-buildpacks/lifecycle", "sbom", SBOM_ROOT, sbom, False),
+                LayerResult("python-buildpacks/lifecycle", "sbom", sbom.SBOM_ROOT, bom, False),
             ]
         ),
     ]
@@ -280,14 +310,12 @@ def publish_cache(config: BuildConfig, ctx: BuildContext, log: Callable[[str], N
     """Push the cacheable layers as the cache image, for builders that share no disk."""
     assert config.cache_image
     cacheable = [r for r in ctx.layers if r.key]
-    label = {
-        "layers": [{"key": r.key, "diffId": r.layer.diff_id, "extra": r.extra} for r in cacheable]
-    }
+    label = cnb.CacheMetadata([cnb.CachedLayer(r.key, r.layer.diff_id, r.extra) for r in cacheable])
     image = Image(
         {
             "os": config.platform.os,
             "architecture": config.platform.architecture,
-            "config": {"Labels": {CACHE_LABEL: json.dumps(label, sort_keys=True)}},
+            "config": {"Labels": {cnb.CACHE: cnb.encode(label)}},
             "rootfs": {"type": "layers", "diff_ids": [r.layer.diff_id for r in cacheable]},
         },
         [r.layer for r in cacheable],

@@ -8,17 +8,26 @@ image's virtual environment points at (another Python minor version breaks the v
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 from collections.abc import Callable
 
+from buildpacks import cnb
 from buildpacks.builtin.runtime import inspect_run_image
 from buildpacks.errors import BuildError
-from buildpacks.inspect import LIFECYCLE, RUNTIME, label_json, lifecycle_metadata
+from buildpacks.inspect import lifecycle_metadata
 from buildpacks.oci.model import Image, ImageSource, Layer
 from buildpacks.oci.source import TRANSPORTS
 
 BASE_LABELS = "io.buildpacks.base."
 OCI = "org.opencontainers.image."
+
+
+def recorded_run_image(source: ImageSource) -> str | None:
+    """The registry reference of the run image the image was built on (or last rebased
+    onto); None for a local base, whose recorded name is not one to pull from."""
+    name = lifecycle_metadata(source).run_image.image
+    registry_base = cnb.image_labels(source.config).get(OCI + "base.name")
+    return name if name and name == registry_base else None
 
 
 def check_compatible(source: ImageSource, new_base: Image, force: bool) -> list[str]:
@@ -28,14 +37,15 @@ def check_compatible(source: ImageSource, new_base: Image, force: bool) -> list[
     new = f"{new_base.platform.os}/{new_base.platform.architecture}"
     if old != new:
         problems.append(f"it is for {new}, the image for {old}")
-    runtime = label_json(source, RUNTIME)
-    interpreter = runtime.get("interpreter", "")
+    labels = cnb.image_labels(source.config)
+    runtime = cnb.read_label(labels, cnb.RUNTIME, cnb.RuntimeMetadata, source.reference)
+    interpreter = runtime.interpreter if runtime else ""
     if interpreter:
         machine = new_base.platform.machine
         found = ["/" + p for p in inspect_run_image(new_base, machine)["interpreters"]]
         if interpreter not in found:
             problems.append(
-                f"it has no {interpreter} (Python {runtime.get('python')}, which the image's "
+                f"it has no {interpreter} (Python {runtime.python}, which the image's "
                 f"virtual environment runs on; it has: {', '.join(found) or 'no Python'})"
             )
     if problems and not force:
@@ -56,7 +66,7 @@ def rebase(
     """The image of ``source`` on ``new_base``; ``app_layer(i)`` gives layer ``i`` of the source
     (fetched, or only described when the target already has it)."""
     meta = lifecycle_metadata(source)
-    top = meta["runImage"]["topLayer"]
+    top = meta.run_image.top_layer
     if top not in source.diff_ids:
         raise BuildError(f"{source.reference}: run image top layer {top} is not among its layers")
     check_compatible(source, new_base, force)
@@ -70,19 +80,17 @@ def rebase(
         k: v for k, v in (container.get("Labels") or {}).items() if not k.startswith(BASE_LABELS)
     }
     labels.update({k: v for k, v in base_labels.items() if k.startswith(BASE_LABELS)})
-    name = "" if new_base.reference.startswith(TRANSPORTS) else new_base.reference
     base_digest = new_base.manifest_digest or new_base.digest()
-    meta["runImage"] = {
-        "topLayer": new_base.config["rootfs"]["diff_ids"][-1],
-        "reference": base_digest,
-        "image": name,
-    }
-    labels[LIFECYCLE] = json.dumps(meta, sort_keys=True, separators=(",", ":"))
+    run = cnb.run_image_for_rebase(
+        new_base.reference, new_base.config["rootfs"]["diff_ids"][-1], base_digest
+    )
+    meta = dataclasses.replace(meta, run_image=run, stack=run.to_stack())
+    labels[cnb.LIFECYCLE] = cnb.encode(meta)
     labels[OCI + "base.digest"] = base_digest
-    if name:
-        labels[OCI + "base.name"] = name
-    else:
+    if new_base.reference.startswith(TRANSPORTS):
         labels.pop(OCI + "base.name", None)
+    else:
+        labels[OCI + "base.name"] = new_base.reference
     container["Labels"] = labels
     config["rootfs"] = {
         "type": "layers",

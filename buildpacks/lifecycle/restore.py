@@ -9,9 +9,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+from buildpacks import cnb
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
-from buildpacks.inspect import LIFECYCLE
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.oci import daemon
 from buildpacks.oci.blobs import BlobStore
@@ -19,31 +19,28 @@ from buildpacks.oci.model import Layer
 from buildpacks.oci.source import open_source
 from buildpacks.progress import Transfers
 
-CACHE_LABEL = "io.python-buildpacks.cache"
-
 Restorer = Callable[[], tuple[Layer, dict[str, Any]]]
 
 
 def cached_keys(labels: dict[str, str]) -> dict[str, tuple[str, dict[str, Any]]]:
     """Cache key → (layer diff ID, recorded data), from a cache image's label or an app
-    image's lifecycle label (``data.cache-key`` of each buildpack layer)."""
+    image's lifecycle label (``data.cache-key`` of each buildpack layer). Labels that do not
+    decode offer nothing: the layers are then built."""
     keys: dict[str, tuple[str, dict[str, Any]]] = {}
-    for entry in json_label(labels, CACHE_LABEL).get("layers", []):
-        keys[entry["key"]] = (entry["diffId"], entry.get("extra", {}))
-    for bp in json_label(labels, LIFECYCLE).get("buildpacks", []):
-        for layer in bp.get("layers", {}).values():
-            data = dict(layer.get("data") or {})
-            key = data.pop("cache-key", None)
-            if key and layer.get("sha"):
-                keys.setdefault(key, (layer["sha"], data))
-    return keys
-
-
-def json_label(labels: dict[str, str], key: str) -> dict[str, Any]:
     try:
-        return json.loads(labels.get(key) or "{}")
-    except ValueError:
-        return {}
+        cache = cnb.read_label(labels, cnb.CACHE, cnb.CacheMetadata, "previous image")
+        meta = cnb.read_label(labels, cnb.LIFECYCLE, cnb.LayersMetadata, "previous image")
+    except BuildError:
+        return keys
+    for entry in cache.layers if cache else []:
+        keys[entry.key] = (entry.diff_id, entry.extra)
+    for bp in meta.buildpacks if meta else []:
+        for layer in bp.layers.values():
+            data = dict(layer.data) if isinstance(layer.data, dict) else {}
+            key = data.pop("cache-key", None)
+            if isinstance(key, str) and key and layer.sha:
+                keys.setdefault(key, (layer.sha, data))
+    return keys
 
 
 def from_daemon(
@@ -102,7 +99,7 @@ def restore(
             if not spec.startswith("oci-archive:"):
                 log(f"No previous image at {spec} ({e})")
             continue
-        labels = source.config.get("config", {}).get("Labels") or {}
+        labels = cnb.image_labels(source.config)
         keys = {k: v for k, v in cached_keys(labels).items() if v[0] in source.diff_ids}
         for key, (diff_id, extra) in keys.items():
             index = source.diff_ids.index(diff_id)
