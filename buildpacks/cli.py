@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from buildpacks import __version__, frontend, inspect, sbom
+from buildpacks import __version__, errors, frontend, inspect, sbom
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import rebase
@@ -130,8 +131,15 @@ def cmd_rebase(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake told in one ``error:`` line like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="buildpacks", description=__doc__)
+    top = _Parser(prog="buildpacks", description=__doc__)
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build the image of a Python project")
@@ -186,12 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt) as e:
+        return errors.report(e, _stderr, os.environ)
 
 
 if __name__ == "__main__":

@@ -335,6 +335,11 @@ def resolve(
             Reference.parse(tag)
         except ValueError as e:
             raise BuildError(f"tags ({origins['tags']}): {e}") from None
+    if values.get("cache-image"):
+        try:
+            Reference.parse(values["cache-image"])
+        except ValueError as e:
+            raise BuildError(f"cache-image ({origins['cache-image']}): {e}") from None
     cache_dir = resolve_cache_dir(values)
     return BuildConfig(
         project=project,

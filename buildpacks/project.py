@@ -57,8 +57,12 @@ def read_procfile(root: Path) -> dict[str, str]:
     path = root / "Procfile"
     if not path.is_file():
         return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BuildError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     processes = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, sep, command = line.partition(":")
@@ -171,6 +175,11 @@ def static_project(root: Path) -> Project | None:
     table = pyproject.get("project")
     if isinstance(table, dict) and "name" in table:
         dynamic = set(table.get("dynamic", []))
+        if "version" not in table and "version" not in dynamic:
+            raise BuildError(
+                'pyproject.toml: [project] has no version; set version = "X.Y" or list '
+                '"version" in dynamic with a version source for the build backend'
+            )
         if {"version", "dependencies", "scripts", "optional-dependencies"} & dynamic:
             return None
         requires = list(table.get("dependencies", []))
@@ -179,7 +188,7 @@ def static_project(root: Path) -> Project | None:
         return load_project(
             root,
             name=table["name"],
-            version=str(table.get("version", "0")),
+            version=str(table["version"]),
             requires_python=table.get("requires-python"),
             summary=table.get("description"),
             license=_license(table.get("license")),

@@ -54,7 +54,21 @@ class ImageBuilder(BuilderInterface):
                 archive.unlink()
 
     def build(self, *, directory: str | None = None, **options: Any) -> Generator[str, None, None]:
-        """hatchling's build, skipped when the image is up to date."""
+        """hatchling's build, skipped when the image is up to date; any failure, hatchling's
+        own (bad metadata) included, ends it with one ``error:`` line."""
+        try:
+            yield from self._build_or_skip(directory, options)
+        except (Exception, KeyboardInterrupt) as e:
+            from buildpacks.errors import BuildError, report
+
+            error: BaseException = e
+            if isinstance(e, ValueError | TypeError) and _from_project_metadata(e):
+                error = BuildError(f"pyproject.toml: {e}")  # hatchling's words for bad metadata
+            raise SystemExit(report(error, self.app.display_error, os.environ)) from None
+
+    def _build_or_skip(
+        self, directory: str | None, options: dict[str, Any]
+    ) -> Generator[str, None, None]:
         self._fingerprint = None
         if not any(options.get(f) for f in HATCH_FLAGS):
             out = Path(self._directory(directory))
@@ -91,13 +105,7 @@ class ImageBuilder(BuilderInterface):
             return None
 
     def build_standard(self, directory: str, **build_data: Any) -> str:
-        from buildpacks.errors import BuildError
-
-        try:
-            return str(self._build(Path(directory)))
-        except BuildError as e:
-            self.app.abort(f"error: {e}")
-            raise  # abort exits; this line only satisfies type checkers
+        return str(self._build(Path(directory)))
 
     def project(self) -> Project:
         """The project as hatchling's metadata sees it (dynamic fields resolved)."""
@@ -200,3 +208,12 @@ class ImageBuilder(BuilderInterface):
         if not isinstance(configured, str | None):
             configured = None  # the full build reports the wrong type
         return uptodate.record_file(cache_dir(configured), Path(self.root), directory)
+
+
+def _from_project_metadata(error: BaseException) -> bool:
+    """Whether hatchling raised ``error`` reading the project's metadata or version."""
+    import traceback
+
+    parts = (f"hatchling{os.sep}metadata{os.sep}", f"hatchling{os.sep}version{os.sep}")
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and any(part in frames[-1].filename for part in parts)

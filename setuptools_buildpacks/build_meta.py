@@ -8,6 +8,7 @@ backend is setuptools, unchanged, and the image machinery is not even imported.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,16 +53,18 @@ def build_wheel(
     if overrides is None:
         return name
     from buildpacks import config as build_config
-    from buildpacks.errors import BuildError
+    from buildpacks.errors import report
     from buildpacks.lifecycle import build_image
     from buildpacks.project import project_from_wheel
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
 
     out = Path(wheel_directory)
     try:
         project = project_from_wheel(project_root(out), out / name)
         config = build_config.resolve(project, out.resolve(), overrides=overrides)
-        build_image(config, out / name, log=lambda line: print(line, file=sys.stderr, flush=True))
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        build_image(config, out / name, log=log)
+    except (Exception, KeyboardInterrupt) as e:
+        raise SystemExit(report(e, log, os.environ)) from None
     return name

@@ -4,11 +4,12 @@ shebangs that name the venv's interpreter in the image; no bytecode is compiled.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+import pathspec
 
 from buildpacks.builtin import (
     WORKSPACE,
@@ -100,14 +101,16 @@ class ApplicationBuildpack:
         ctx.path_entries.append(BIN)
 
     def build_source(self, ctx: BuildContext) -> None:
-        """An application without a wheel: its source tree, minus VCS data, virtual
-        environments, caches and secrets, copied to /workspace."""
+        """An application without a wheel: its source tree, minus what its ignore files and
+        the built-in lists leave out, copied to /workspace."""
         root = ctx.config.project.root
         files = [f for f in source_files(root) if ctx.config.descriptor.selects(f)]
         key = cache_key(
             {
                 "buildpack": f"{ID}@{VERSION}",
-                "source": [[f, file_digest(root / f), os.access(root / f, os.X_OK)] for f in files],
+                "source": [
+                    [f, entry_digest(root / f), os.access(root / f, os.X_OK)] for f in files
+                ],
             }
         )
 
@@ -115,7 +118,7 @@ class ApplicationBuildpack:
             stage = ctx.work_dir / "workspace"
             for name in files:
                 (stage / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(root / name, stage / name)
+                shutil.copy2(root / name, stage / name, follow_symlinks=False)
             stage.mkdir(exist_ok=True)
             return write_layer(ctx.store, [TreeMapping(stage, WORKSPACE)]), {}
 
@@ -126,57 +129,109 @@ class ApplicationBuildpack:
         )
 
 
-# Never copied into an image: VCS data, local environments, build output, caches, secrets.
-EXCLUDED_DIRS = {
-    ".git",
-    ".hg",
-    ".svn",
-    ".venv",
-    "venv",
-    "env",
-    "__pycache__",
-    "dist",
-    "build",
-    ".tox",
-    ".nox",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".idea",
-    ".vscode",
-    "node_modules",
-    ".ssh",
-    ".docker",
-}
-EXCLUDED_FILES = (
-    ".env",
-    ".env.*",
-    "*.pyc",
+# Never copied into an image, whatever the ignore files say: credentials and keys.
+SECRETS = (
+    ".env*",
+    ".envrc",
+    ".netrc",
+    ".npmrc",
+    ".pypirc",
     "*.pem",
     "*.key",
-    "id_rsa*",
-    "id_ed25519*",
-    ".netrc",
-    ".pypirc",
-    ".npmrc",
+    "id_*",
+    ".aws/",
+    ".ssh/",
+    ".docker/",
+)
+# Not copied unless an ignore file re-includes them: VCS data, local environments, build
+# output, caches, editor settings and image archives.
+DEFAULT_IGNORES = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    ".venv/",
+    "venv/",
+    "env/",
+    "__pycache__/",
+    "*.pyc",
+    "/dist/",
+    "/build/",
+    ".tox/",
+    ".nox/",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".idea/",
+    ".vscode/",
+    "node_modules/",
     "*.tar",
 )
 
 
+def _dockerignore_lines(text: str) -> list[str]:
+    """``.dockerignore`` patterns in gitignore syntax: Docker matches a pattern against the
+    path from the context's root, so a pattern with no leading ``**`` is anchored there."""
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate, pattern = ("!", line[1:].strip()) if line.startswith("!") else ("", line)
+        pattern = pattern.removeprefix("./")
+        if not pattern.startswith(("/", "**")):
+            pattern = "/" + pattern
+        lines.append(negate + pattern)
+    return lines
+
+
+def ignore_spec(root: Path) -> pathspec.GitIgnoreSpec:
+    """What of ``root`` stays out of the image: the built-in list, then ``.gitignore`` and
+    ``.dockerignore`` at the root (their ``!`` lines may re-include a built-in entry)."""
+    lines = list(DEFAULT_IGNORES)
+    for name, convert in ((".gitignore", str.splitlines), (".dockerignore", _dockerignore_lines)):
+        path = root / name
+        if path.is_file():
+            lines += convert(path.read_text(encoding="utf-8", errors="replace"))
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+SECRET_SPEC = pathspec.GitIgnoreSpec.from_lines(SECRETS)
+
+
 def source_files(root: Path) -> list[str]:
-    """The files of an application's source tree that belong in its image, sorted."""
+    """The entries of an application's source tree that belong in its image, sorted:
+    regular files and symbolic links (kept as links, never followed, so a link leaving the
+    project cannot copy a host file into the image)."""
+    spec = ignore_spec(root)
+
+    def ignored(relative: str) -> bool:
+        return spec.match_file(relative) or SECRET_SPEC.match_file(relative)
+
     found = []
     for directory, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_DIRS)
-        for name in names:
-            path = Path(directory) / name
-            if (
-                any(fnmatch.fnmatch(name, pattern) for pattern in EXCLUDED_FILES)
-                or not path.is_file()
-            ):
+        here = Path(directory)
+        kept = []
+        for name in sorted(dirs):
+            relative = (here / name).relative_to(root).as_posix()
+            if ignored(relative + "/"):
                 continue
-            found.append(path.relative_to(root).as_posix())
+            if (here / name).is_symlink():  # os.walk does not descend into these
+                found.append(relative)
+            else:
+                kept.append(name)
+        dirs[:] = kept
+        for name in names:
+            path = here / name
+            relative = path.relative_to(root).as_posix()
+            if ignored(relative) or not (path.is_symlink() or path.is_file()):
+                continue
+            found.append(relative)
     return sorted(found)
+
+
+def entry_digest(path: Path) -> str:
+    """What identifies a source entry's content: a link's target, a file's digest."""
+    return "link:" + os.readlink(path) if path.is_symlink() else file_digest(path)
 
 
 BUILDPACK = ApplicationBuildpack()

@@ -12,6 +12,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,8 +135,10 @@ class ArchiveWriter:
         if self.done:
             return
         self._join()  # an error of the thread's is moot: the archive is abandoned
-        self.file.close()
-        self.temp.unlink(missing_ok=True)
+        try:
+            self.file.close()  # flushing may fail again, on a full disk
+        finally:
+            self.temp.unlink(missing_ok=True)
 
 
 class _TarStream:
@@ -201,12 +204,7 @@ def archive_digest(path: Path) -> str | None:
     return manifests[0].get("digest") if len(manifests) == 1 else None
 
 
-def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
-    """Copy the (first) image of a ``docker save`` archive into the store.
-
-    Layers keep their own encoding; uncompressed layers are checked against the config's
-    diff IDs, gzipped ones by hashing what they decompress to.
-    """
+def _read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
     if not source.is_file():
         raise BuildError(f"{what}: {source} is not a file")
     try:
@@ -237,6 +235,20 @@ def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
         for name, diff_id in zip(entry["Layers"], diff_ids, strict=True):
             layers.append(_import_layer(tar, name, diff_id, store, what))
     return Image(config, layers, reference=what)
+
+
+def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
+    """Copy the (first) image of a ``docker save`` archive into the store.
+
+    Layers keep their own encoding; uncompressed layers are checked against the config's
+    diff IDs, gzipped ones by hashing what they decompress to.
+    """
+    try:
+        return _read_docker_archive(source, store, what)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise BuildError(f"{what}: the archive is truncated or damaged ({e})") from None
+    except (ValueError, LookupError, TypeError) as e:  # JSON that is not what docker writes
+        raise BuildError(f"{what}: not a docker-archive ({type(e).__name__}: {e})") from None
 
 
 def _import_layer(

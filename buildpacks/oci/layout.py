@@ -16,6 +16,7 @@ from buildpacks.oci.manifest import select_platform, source_from_manifest
 from buildpacks.oci.model import INDEX_TYPES, Descriptor, Image, ImageSource, Platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
+DAMAGED = "the archive is truncated or damaged"
 
 Opener = Callable[[str], BinaryIO]
 
@@ -36,8 +37,15 @@ def _layout_opener(source: Path) -> Iterator[Opener]:
 
         yield open_dir
         return
-    with tarfile.open(source, "r:*") as tar:
-        members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+    try:
+        tar = tarfile.open(source, "r:*")  # noqa: SIM115  (closed by the `with tar` below)
+    except tarfile.TarError:
+        raise BuildError(f"{source}: not a tar archive") from None
+    with tar:
+        try:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+        except (tarfile.TarError, EOFError) as e:
+            raise BuildError(f"{source}: {DAMAGED} ({e})") from None
 
         def open_tar(name: str) -> BinaryIO:
             member = members.get(name)
@@ -55,6 +63,8 @@ def _read(opener: Opener, name: str, what: str) -> bytes:
             return f.read()
     except FileNotFoundError:
         raise BuildError(f"{what}: missing {name}; is it an OCI image layout?") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise BuildError(f"{what}: {name}: {DAMAGED} ({e})") from None
 
 
 def _copy_blob(opener: Opener, store: BlobStore, desc: Descriptor, what: str) -> None:
@@ -65,6 +75,20 @@ def _copy_blob(opener: Opener, store: BlobStore, desc: Descriptor, what: str) ->
             store.put_stream(iter(lambda: f.read(1 << 20), b""), desc.digest, f"{what}: blob")
     except FileNotFoundError:
         raise BuildError(f"{what}: blob {desc.digest} is missing from the layout") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise BuildError(f"{what}: blob {desc.digest}: {DAMAGED} ({e})") from None
+
+
+def _index(data: bytes, what: str) -> dict:
+    """The layout's ``index.json``, checked to be an image index."""
+    try:
+        index = json.loads(data)
+    except ValueError as e:
+        raise BuildError(f"{what}: index.json: not valid JSON ({e})") from None
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(manifests, list) or not all(isinstance(m, dict) for m in manifests):
+        raise BuildError(f"{what}: index.json: not an OCI image index (no manifests list)")
+    return index
 
 
 def _pick(index: dict, tag: str | None, platform: Platform, what: str) -> Descriptor:
@@ -94,7 +118,7 @@ def layout_source(
     if not source.exists():
         raise BuildError(f"{what}: {source} does not exist")
     with _layout_opener(source) as opener:
-        index = json.loads(_read(opener, "index.json", what))
+        index = _index(_read(opener, "index.json", what), what)
         desc = _pick(index, tag, platform, what)
         name = (desc.annotations or {}).get(REF_NAME)
         _copy_blob(opener, store, desc, what)
