@@ -949,3 +949,33 @@ def test_ctrl_c_under_hatch_build_exits_130_with_one_line(hatch_ctx: Ctx) -> Non
         "error: interrupted"
     ], out
     assert leftovers(hatch_ctx) == []
+
+
+# -- the setuptools backend -----------------------------------------------------------------
+
+
+SETUPTOOLS_CASES = {
+    "unknown pull policy": (["-C", "image-pull-policy=sometimes"], r"pull-policy \(command line\)"),
+    "corrupt base layout": (["-C", "image-base-image=oci-layout:{layout}:bookworm"], "index.json"),
+}
+
+
+@pytest.mark.parametrize("name", list(SETUPTOOLS_CASES))
+def test_setuptools_backend_bad_input(name: str, ctx: Ctx, hatch_env: dict[str, str]) -> None:
+    flags, pattern = SETUPTOOLS_CASES[name]
+    layout = ctx.base_copy()
+    (layout / "index.json").write_text("{")
+    project = ctx.root / "setuptools-app"
+    shutil.copytree(testbed.REPO / "tests/projects/setuptools-app", project)
+    env = {**hatch_env, "TMPDIR": ctx.env["TMPDIR"], "BP_CACHE_DIR": str(ctx.root / "cache")}
+    command = [str(testbed.BIN / "python"), "-m", "build", "--wheel", "-C", "image=true"]
+    result = subprocess.run(
+        [*command, *(f.format(layout=layout) for f in flags), str(project)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_failure(result, 1, pattern)
+    assert not list((project / "dist").glob("*.tar")), "no image archive after a failure"
+    assert [p for p in leftovers(ctx) if "setuptools-app" not in p] == []
