@@ -15,7 +15,7 @@ from buildpacks.errors import INTERRUPTED, BuildError, describe, report
 def _raised(error: BaseException) -> BaseException:
     try:
         raise error
-    except BaseException as e:  # noqa: BLE001  (the point is to keep its traceback)
+    except BaseException as e:  # kept with its traceback
         return e
 
 
