@@ -54,10 +54,10 @@ class ImageBuilder(BuilderInterface):
                 archive.unlink()
 
     def build(self, *, directory: str | None = None, **options: Any) -> Generator[str, None, None]:
-        """hatchling's build, skipped when the image is up to date; any failure, hatchling's
-        own (bad metadata) included, ends it with one ``error:`` line."""
+        """hatchling's build; any failure, hatchling's own (bad metadata) included, ends it
+        with one ``error:`` line and a non-zero exit (130 for Ctrl-C)."""
         try:
-            yield from self._build_or_skip(directory, options)
+            yield from self._build_or_skip(directory=directory, **options)
         except (Exception, KeyboardInterrupt) as e:
             from buildpacks.errors import BuildError, report
 
@@ -67,8 +67,9 @@ class ImageBuilder(BuilderInterface):
             raise SystemExit(report(error, self.app.display_error, os.environ)) from None
 
     def _build_or_skip(
-        self, directory: str | None, options: dict[str, Any]
+        self, *, directory: str | None = None, **options: Any
     ) -> Generator[str, None, None]:
+        """hatchling's build, skipped when the image is up to date."""
         self._fingerprint = None
         if not any(options.get(f) for f in HATCH_FLAGS):
             out = Path(self._directory(directory))

@@ -741,15 +741,20 @@ def test_bad_input(case: Case, ctx: Ctx) -> None:
 
 @pytest.mark.parametrize("name", list(RECOVERED))
 def test_registry_faults_ridden_out(name: str, ctx: Ctx) -> None:
-    result = run(ctx, RECOVERED[name](ctx))
+    argv = RECOVERED[name](ctx)
+    result = run(ctx, argv)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "error:" not in out, out
     proxy = next(c.__self__ for c in ctx.cleanups if hasattr(c, "__self__"))
     assert proxy.hits() == 1, "the fault was never injected"
     archives = list((ctx.project / "dist").glob("*.tar"))
-    assert len(archives) == 1 and testbed.read_archive_manifest(archives[0])
-    assert [p for p in leftovers(ctx) if not p.endswith(".tar")] == []
+    assert len(archives) == 1
+    digest = testbed.read_archive_manifest(archives[0])[0]
+    if "--publish" in argv:  # what the registry holds is the image built
+        image = argv[argv.index("--image") + 1].split("/", 1)[1]
+        assert testbed.registry_digest(f"{ctx.shared.registry.host}/{image}") == digest
+    assert [p for p in leftovers(ctx) if not p.endswith((".tar", ".tar.digest"))] == []
 
 
 def test_unexpected_errors_name_what_and_where_and_bp_debug_shows_the_traceback(ctx: Ctx):

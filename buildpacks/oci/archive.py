@@ -245,7 +245,7 @@ def read_docker_archive(source: Path, store: BlobStore, what: str) -> Image:
     """
     try:
         return _read_docker_archive(source, store, what)
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+    except (tarfile.TarError, EOFError, zlib.error) as e:
         raise BuildError(f"{what}: the archive is truncated or damaged ({e})") from None
     except (ValueError, LookupError, TypeError) as e:  # JSON that is not what docker writes
         raise BuildError(f"{what}: not a docker-archive ({type(e).__name__}: {e})") from None
