@@ -445,18 +445,18 @@ CASES = [
     Case(
         "pyproject.toml is a directory",
         then(lambda c: (c.project / "pyproject.toml").mkdir()),
-        r"pyproject.toml",
+        r"pyproject.toml: cannot be read",
     ),
     # dependencies
     Case(
         "requirements.txt that is not one",
         then(write("requirements.txt", "flask==3.1.3 >=:: nonsense\n")),
-        r"requirements.txt",
+        r"requirements.txt: line 1: invalid requirement",
     ),
     Case(
         "package index unreachable",
         then(write("requirements.txt", "six==1.16.0\n")),
-        r"(six|index|dependencies)",
+        r"installing dependencies from requirements.txt failed: .*http://127.0.0.1:9/simple",
     ),
     # base images
     Case(
@@ -522,12 +522,12 @@ CASES = [
     Case(
         "base for another architecture",
         build("--platform", "linux/arm64"),
-        r"(arm64|architecture|platform)",
+        r"is for linux/amd64, the build targets linux/arm64",
     ),
     Case(
         "registry base that does not exist",
         registry_base("corpus/nothing:here"),
-        r"corpus/nothing",
+        r"image not found: .*/corpus/nothing:here",
     ),
     Case(
         "registry unreachable",
@@ -537,7 +537,7 @@ CASES = [
     Case(
         "pull-policy never with nothing cached",
         registry_base("corpus/base:bookworm", policy="never"),
-        r"(never|offline|not in the local cache)",
+        r"is not in the local cache and pull-policy is never",
     ),
     # registries, through the fault proxy
     Case(
@@ -548,7 +548,7 @@ CASES = [
     Case(
         "registry drops every connection for a blob",
         registry_base("corpus/base:bookworm", Fault("GET", "/blobs/", "drop")),
-        r"(cannot reach registry|download of blob .* failed)",
+        r"cannot reach registry .*\(blob sha256:\w+ of .*corpus/base:bookworm\)",
     ),
     Case(
         "registry cuts every blob mid-body",
@@ -587,7 +587,7 @@ CASES = [
         sbom_onto_file,
         r"a-file: a file is where a directory is needed",
     ),
-    Case("sbom -o read-only", sbom_unwritable, r"ro.*: read-only file system"),
+    Case("sbom -o read-only", sbom_unwritable, r"/ro/layers: read-only file system"),
     # inspect, sbom, rebase of what is not an image of ours
     Case("inspect of random bytes", inspect_of(random_file), r"random.tar: not a tar archive"),
     Case("inspect of a text file", inspect_of(text_file), r"notes.txt: not a tar archive"),
@@ -885,11 +885,11 @@ dependencies = ["python-buildpacks"]
 HATCH_CASES = {
     "invalid requires-python": (
         replace_in_pyproject('">=3.11"', '">=3.11 or 4"'),
-        r"requires-python",
+        r"pyproject.toml: Field `project.requires-python` is invalid",
     ),
     "dynamic version without a source": (
         replace_in_pyproject('version = "1.0"', 'dynamic = ["version"]'),
-        r"version",
+        r"pyproject.toml: Missing `tool.hatch.version` configuration",
     ),
     "dist is a file": (
         lambda c: (c.project / "dist").write_text("x"),

@@ -4,6 +4,7 @@ it; and reading plain ``docker save`` archives (``docker-archive:PATH``)."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -135,10 +136,10 @@ class ArchiveWriter:
         if self.done:
             return
         self._join()  # an error of the thread's is moot: the archive is abandoned
-        try:
-            self.file.close()  # flushing may fail again, on a full disk
-        finally:
-            self.temp.unlink(missing_ok=True)
+        # Flushing fails again on a full disk; the error that stopped the archive is told.
+        with contextlib.suppress(OSError):
+            self.file.close()
+        self.temp.unlink(missing_ok=True)
 
 
 class _TarStream:
