@@ -6,7 +6,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 bash scripts/bootstrap.sh
 work=$(mktemp -d)
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/libpod" --storage-driver overlay
         --runtime runc --cgroup-manager cgroupfs)
 cleanup() { "${podman[@]}" rm -f -t 2 example-service >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT

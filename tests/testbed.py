@@ -68,6 +68,10 @@ class Podman:
             str(root / "root"),
             "--runroot",
             str(root / "run"),
+            # libpod's own state (default /run/libpod) kept per instance too: a reset of one
+            # instance must not remove what another one, or the next, needs.
+            "--tmpdir",
+            str(root / "libpod"),
             "--storage-driver",
             "overlay",
             "--runtime",
