@@ -57,16 +57,24 @@ def read_procfile(root: Path) -> dict[str, str]:
     path = root / "Procfile"
     if not path.is_file():
         return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BuildError(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8") from None
     processes = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, sep, command = line.partition(":")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()) or not command.strip():
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
             raise BuildError(
-                f"{path}: line {number}: expected `type: command`, got {line.strip()!r}"
+                f"{path}: line {number}: expected `type: command` with a type of letters, "
+                f"digits, '.', '_' or '-', got {line.strip()!r}"
             )
-        processes[name.strip()] = command.strip()
+        if not command.strip():
+            raise BuildError(f"{path}: line {number}: process {name!r} has an empty command")
+        processes[name] = command.strip()
     return processes
 
 
