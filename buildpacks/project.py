@@ -60,7 +60,9 @@ def read_procfile(root: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise BuildError(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8") from None
+        raise BuildError(
+            f"{path}: not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8"
+        ) from None
     processes = {}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):

@@ -34,8 +34,8 @@ def test_commands_without_shell_syntax_run_without_a_shell(command, argv):
     [
         ("gunicorn -b :$PORT app:app", 'exec gunicorn -b :$PORT app:app "$@"'),
         ("exec gunicorn -b :$PORT app", 'exec gunicorn -b :$PORT app "$@"'),
-        ("A=1 B='x y' serve --x", 'A=1 B=\'x y\' exec serve --x "$@"'),
-        ("echo 'a;b'", 'exec echo \'a;b\' "$@"'),
+        ("A=1 B='x y' serve --x", "A=1 B='x y' exec serve --x \"$@\""),
+        ("echo 'a;b'", "exec echo 'a;b' \"$@\""),
         # Lists and builtins cannot be exec'd as one program: they run as they are.
         ("flask init-db && flask run", "flask init-db && flask run"),
         ("cd /srv; run", "cd /srv; run"),
