@@ -56,10 +56,10 @@ def test_image_config_is_production_shaped(example_build):
     container = config["config"]
     assert container["User"] == "1000:1000"
     assert container["WorkingDir"] == "/workspace"
-    assert container["Entrypoint"] == [f"{APP_LAYER}/bin/example-service"]
+    assert container["Entrypoint"] == ["/cnb/process/example-service"]
     assert "Cmd" not in container
     env = dict(item.split("=", 1) for item in container["Env"])
-    assert env["PATH"].startswith(f"{VENV}/bin:{APP_LAYER}/bin:")
+    assert env["PATH"].startswith(f"/cnb/process:{VENV}/bin:{APP_LAYER}/bin:")
     assert env["VIRTUAL_ENV"] == VENV
     labels = container["Labels"]
     assert labels["org.opencontainers.image.title"] == "example-service"

@@ -158,6 +158,11 @@ import signal
 import sys
 
 COMMAND = {argv}
+# As the CNB launcher does: the process's PATH has no /cnb/process, so a type named like
+# its program (`echo: echo hi`) runs the program, not itself again.
+os.environ["PATH"] = os.pathsep.join(
+    entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry != {PROCESS_DIR!r}
+)
 
 
 def supervise(argv):
