@@ -115,7 +115,8 @@ def test_processes_get_the_arguments_and_run_as_pid_1(procfile_image, podman):
     # `echo` runs the program echo, not /cnb/process/echo again: PATH has no /cnb/process.
     assert podman.run(image, "a", "b c", entrypoint="echo") == "hello a b c\n"
     assert podman.run(image, entrypoint="pid").split()[0] == "1"  # cat was exec'd
-    help_text = podman.attempt(image, "--help").stdout  # reaches `flask run` through sh
+    # reaches `flask run` through sh
+    help_text = podman.attempt(image, "--help", env={"PORT": "8000"}).stdout
     assert "Usage: flask run [OPTIONS]" in help_text
 
 
