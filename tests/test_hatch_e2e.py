@@ -87,6 +87,7 @@ def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, po
     # The compiled extension is the one for the image's Python, not the host's.
     assert speedups.endswith("cpython-311-x86_64-linux-gnu.so")
     host_paths = (str(Path.home()), "/tmp/", os.path.realpath(testbed.REPO))
+    user_owned = ("workspace", f"{APP_LAYER[1:]}/var", "home/cnb")
     with tarfile.open(project / ARCHIVE) as tar:
         _, manifest, _ = testbed.read_archive_manifest(project / ARCHIVE)
         for layer in manifest["layers"][1:]:  # ours, above the base
@@ -94,7 +95,11 @@ def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, po
             with tarfile.open(fileobj=blob, mode="r:gz") as inner:
                 for member in inner:
                     assert not member.name.endswith(".pyc"), member.name
-                    assert member.uid == member.gid == 0 and not member.uname
+                    # The image user owns where apps write; code and the venv stay root's.
+                    owned = member.name.startswith(user_owned)
+                    owner = (1000, 1000) if owned else (0, 0)
+                    assert (member.uid, member.gid) == owner, member.name
+                    assert not member.uname and not member.gname
                     if member.isfile() and "/bin/" in member.name:
                         head = inner.extractfile(member).read(200)  # type: ignore[union-attr]
                         if head.startswith(b"#!"):
