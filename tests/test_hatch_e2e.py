@@ -67,7 +67,8 @@ def test_image_config_is_production_shaped(example_build):
     assert labels["org.opencontainers.image.licenses"] == "MIT"
     assert labels["org.opencontainers.image.source"] == "https://example.invalid/example-service"
     assert labels["org.opencontainers.image.description"].startswith("A small web service")
-    assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"]) == 5
+    # base, dependencies, application, process-types, config, SBOM
+    assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"]) == 6
 
 
 def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, podman):
