@@ -66,11 +66,15 @@ def read_procfile(root: Path) -> dict[str, str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, sep, command = line.partition(":")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name.strip()) or not command.strip():
+        name = name.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name in (".", ".."):
             raise BuildError(
-                f"{path}: line {number}: expected `type: command`, got {line.strip()!r}"
+                f"{path}: line {number}: expected `type: command` with a type of letters, "
+                f"digits, '.', '_' or '-', got {line.strip()!r}"
             )
-        processes[name.strip()] = command.strip()
+        if not command.strip():
+            raise BuildError(f"{path}: line {number}: process {name!r} has an empty command")
+        processes[name] = command.strip()
     return processes
 
 

@@ -42,6 +42,7 @@ def test_labels_decode_strictly_and_name_every_layer_once(example_build, base_im
     assert layers["python-buildpacks/application"] == {}  # its layer is the app's
     assert meta.app == [cnb.LayerMetadata(diff_ids[2])]
     assert meta.process_types.sha == diff_ids[3]
+    assert meta.config.sha == diff_ids[4]
     assert meta.sbom == cnb.LayerMetadata(diff_ids[-1])
     named = [
         *(layer.sha for bp in meta.buildpacks for layer in bp.layers.values()),
@@ -50,7 +51,9 @@ def test_labels_decode_strictly_and_name_every_layer_once(example_build, base_im
     ]
     assert sorted(named) == sorted(diff_ids[1:])  # each of ours named once
     assert {b.homepage for b in build.buildpacks} == {cnb.HOMEPAGE}
-    assert [p.type for p in build.processes] == ["example-service"]
+    # A web type too, for `--entrypoint web`, with the default's command.
+    assert [p.type for p in build.processes] == ["example-service", "web"]
+    assert build.processes[0].command == build.processes[1].command
     assert build.buildpack_default_process_type == "example-service"
     assert all(p.direct and not p.default for p in build.processes)
     assert "bom" not in json.loads(labels[cnb.BUILD])  # platform API >= 0.9
@@ -58,7 +61,7 @@ def test_labels_decode_strictly_and_name_every_layer_once(example_build, base_im
     assert labels[cnb.PROJECT] == "{}"
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
     assert env["CNB_PLATFORM_API"] == "0.13"
-    assert "/cnb/process" in env["PATH"].split(":")
+    assert env["PATH"].split(":")[0] == "/cnb/process"
 
 
 IN_IMAGE = """
@@ -181,7 +184,7 @@ def test_procfile_processes_table_env_and_git_metadata(session_dir, hatch_env, p
     result = testbed.hatch_build(project, hatch_env)
     assert result.returncode == 0, result.stdout + result.stderr
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
-    assert config["config"]["Entrypoint"] == ["/bin/sh", "-c", "example-service"]  # web is default
+    assert config["config"]["Entrypoint"] == ["/cnb/process/web"]  # web is the default
     labels = labels_of(config)
     branch = subprocess.run(
         ["git", "branch", "--show-current"], cwd=project, capture_output=True, text=True

@@ -56,10 +56,10 @@ def test_image_config_is_production_shaped(example_build):
     container = config["config"]
     assert container["User"] == "1000:1000"
     assert container["WorkingDir"] == "/workspace"
-    assert container["Entrypoint"] == [f"{APP_LAYER}/bin/example-service"]
+    assert container["Entrypoint"] == ["/cnb/process/example-service"]
     assert "Cmd" not in container
     env = dict(item.split("=", 1) for item in container["Env"])
-    assert env["PATH"].startswith(f"{VENV}/bin:{APP_LAYER}/bin:")
+    assert env["PATH"].startswith(f"/cnb/process:{VENV}/bin:{APP_LAYER}/bin:")
     assert env["VIRTUAL_ENV"] == VENV
     labels = container["Labels"]
     assert labels["org.opencontainers.image.title"] == "example-service"
@@ -67,7 +67,8 @@ def test_image_config_is_production_shaped(example_build):
     assert labels["org.opencontainers.image.licenses"] == "MIT"
     assert labels["org.opencontainers.image.source"] == "https://example.invalid/example-service"
     assert labels["org.opencontainers.image.description"].startswith("A small web service")
-    assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"]) == 5
+    # base, dependencies, application, process-types, config, SBOM
+    assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"]) == 6
 
 
 def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, podman):
@@ -87,6 +88,7 @@ def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, po
     # The compiled extension is the one for the image's Python, not the host's.
     assert speedups.endswith("cpython-311-x86_64-linux-gnu.so")
     host_paths = (str(Path.home()), "/tmp/", os.path.realpath(testbed.REPO))
+    user_owned = ("workspace", f"{APP_LAYER[1:]}/var", "home/cnb")
     with tarfile.open(project / ARCHIVE) as tar:
         _, manifest, _ = testbed.read_archive_manifest(project / ARCHIVE)
         for layer in manifest["layers"][1:]:  # ours, above the base
@@ -94,7 +96,11 @@ def test_venv_uses_the_base_interpreter_and_has_no_host_traces(example_build, po
             with tarfile.open(fileobj=blob, mode="r:gz") as inner:
                 for member in inner:
                     assert not member.name.endswith(".pyc"), member.name
-                    assert member.uid == member.gid == 0 and not member.uname
+                    # The image user owns where apps write; code and the venv stay root's.
+                    owned = member.name.startswith(user_owned)
+                    owner = (1000, 1000) if owned else (0, 0)
+                    assert (member.uid, member.gid) == owner, member.name
+                    assert not member.uname and not member.gname
                     if member.isfile() and "/bin/" in member.name:
                         head = inner.extractfile(member).read(200)  # type: ignore[union-attr]
                         if head.startswith(b"#!"):

@@ -69,3 +69,18 @@ def test_gzip_header_has_no_time_and_no_name(tmp_path):
         import hashlib
 
         assert "sha256:" + hashlib.sha256(g.read()).hexdigest() == layer.diff_id
+
+
+def test_owned_trees_are_owned_by_the_given_user_and_parents_by_root(tmp_path):
+    (tmp_path / "w" / "sub").mkdir(parents=True)
+    (tmp_path / "w" / "sub" / "f").write_text("x")
+    store = BlobStore(tmp_path / "store")
+    layer = write_layer(store, [TreeMapping(tmp_path / "w", "/srv/workspace", (1000, 1000))])
+    with tarfile.open(layer.path, "r:gz") as tar:
+        owners = {m.name: (m.uid, m.gid, m.uname, m.gname) for m in tar.getmembers()}
+    assert owners == {
+        "srv": (0, 0, "", ""),
+        "srv/workspace": (1000, 1000, "", ""),
+        "srv/workspace/sub": (1000, 1000, "", ""),
+        "srv/workspace/sub/f": (1000, 1000, "", ""),
+    }

@@ -172,4 +172,4 @@ def test_setuptools_project_with_uv_build(session_dir, hatch_env):
         "setup_app-2.4.1.tar.gz",
     ]
     _, _, config = testbed.read_archive_manifest(project / "dist" / "setup-app-2.4.1.tar")
-    assert config["config"]["Entrypoint"][0].endswith("/bin/setup-app")
+    assert config["config"]["Entrypoint"] == ["/cnb/process/setup-app"]

@@ -21,6 +21,9 @@ from buildpacks.sbom import Package
 
 LAYERS_ROOT = "/layers"
 WORKSPACE = "/workspace"
+# The non-root user the image runs as, numeric (no passwd entry needed in the base), as CNB
+# images' build user: it owns the trees the application writes to at run time.
+IMAGE_USER = (1000, 1000)
 
 
 def layer_path(buildpack_id: str, name: str) -> str:

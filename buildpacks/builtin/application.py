@@ -12,6 +12,7 @@ from typing import Any
 import pathspec
 
 from buildpacks.builtin import (
+    IMAGE_USER,
     WORKSPACE,
     BuildContext,
     Runtime,
@@ -29,6 +30,12 @@ ID = "python-buildpacks/application"
 VERSION = "0.1.0"
 APP = layer_path(ID, "app")
 BIN = f"{APP}/bin"
+# Where apps write at run time, owned by the image user: the app directory, and the
+# installation prefix's var/ (Flask's instance folder is <prefix>/var/<name>-instance).
+VAR = f"{APP}/var"
+# What the layer's ownership depends on: part of its cache key, so a change of owner or of
+# writable paths never reuses a layer cached before it.
+OWNERSHIP = {"owner": IMAGE_USER, "writable": [WORKSPACE, VAR]}
 
 
 def site_dir(runtime: Runtime) -> str:
@@ -82,15 +89,20 @@ class ApplicationBuildpack:
                 "wheel": file_digest(wheel),
                 "python": runtime.minor,
                 "interpreter": venv_python,
+                **OWNERSHIP,
             }
         )
 
         def build_app() -> tuple[Layer, dict[str, Any]]:
             stage = ctx.work_dir / "app"
             install_wheel(wheel, stage, runtime, venv_python)
-            workspace = ctx.work_dir / "workspace"
-            workspace.mkdir()
-            mappings = [TreeMapping(stage, APP), TreeMapping(workspace, WORKSPACE)]
+            writable = ctx.work_dir / "writable"
+            writable.mkdir()
+            mappings = [
+                TreeMapping(stage, APP),
+                TreeMapping(writable, VAR, IMAGE_USER),
+                TreeMapping(writable, WORKSPACE, IMAGE_USER),
+            ]
             return write_layer(ctx.store, mappings), {}
 
         result = reuse_or_build(ctx, ID, "app", APP, key, build_app)
@@ -111,6 +123,7 @@ class ApplicationBuildpack:
                 "source": [
                     [f, entry_digest(root / f), os.access(root / f, os.X_OK)] for f in files
                 ],
+                **OWNERSHIP,
             }
         )
 
@@ -120,7 +133,7 @@ class ApplicationBuildpack:
                 (stage / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, stage / name, follow_symlinks=False)
             stage.mkdir(exist_ok=True)
-            return write_layer(ctx.store, [TreeMapping(stage, WORKSPACE)]), {}
+            return write_layer(ctx.store, [TreeMapping(stage, WORKSPACE, IMAGE_USER)]), {}
 
         result = reuse_or_build(ctx, ID, "app", WORKSPACE, key, build_app)
         ctx.log(

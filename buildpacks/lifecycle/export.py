@@ -15,6 +15,8 @@ from typing import Any
 
 from buildpacks import cnb, sbom
 from buildpacks.builtin import (
+    IMAGE_USER,
+    LAYERS_ROOT,
     WORKSPACE,
     BuildContext,
     LayerResult,
@@ -34,9 +36,20 @@ from buildpacks.oci.reference import Reference
 from buildpacks.oci.source import TRANSPORTS
 from buildpacks.progress import Transfers
 
-# The non-root user of CNB run images; numeric, so no passwd entry is needed in the base.
-USER = "1000:1000"
+USER = "{}:{}".format(*IMAGE_USER)
+# The user's home, which a base has no passwd entry for; in the config layer, owned by it.
+HOME = "/home/cnb"
 OCI = "org.opencontainers.image."
+# Our buildpacks record processes as this Buildpack API does (direct, shell spelled out).
+BUILDPACK_API = "0.10"
+LIFECYCLE_ID = "python-buildpacks/lifecycle"
+# A process that is PID 1 gets no default action for SIGTERM: without a handler, `podman
+# stop` waits its 10 s and kills it. The venv's Python processes, when PID 1 and left with
+# the default, take the default action themselves (a .pth line runs at interpreter start).
+SIGTERM_PTH = (
+    "import os, signal; os.getpid() == 1 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL"
+    " and signal.signal(signal.SIGTERM, lambda number, frame: os._exit(128 + number))\n"
+)
 
 
 def _source_url(urls: dict[str, str]) -> str | None:
@@ -193,13 +206,71 @@ def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: 
     return write_layer(store, [TreeMapping(stage, target)])
 
 
+def _toml_value(value: str | bool | list[str]) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # A JSON string is a TOML basic string, but for DEL, which TOML wants escaped.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def build_metadata_toml(plan: Plan, ctx: BuildContext) -> str:
+    """``<layers>/config/metadata.toml`` as the lifecycle writes it: the processes and
+    buildpacks its launcher reads."""
+    default = next(p.type for p in ctx.processes if p.default)
+    lines = [f"buildpack-default-process-type = {_toml_value(default)}"]
+    for bp in plan.buildpacks:
+        lines += ["", "[[buildpacks]]", f'  api = "{BUILDPACK_API}"']
+        lines += [f"  id = {_toml_value(bp.id)}", f"  version = {_toml_value(bp.version)}"]
+        lines += [f"  homepage = {_toml_value(cnb.HOMEPAGE)}"]
+    for p in ctx.processes:
+        lines += ["", "[[processes]]", f"  type = {_toml_value(p.type)}"]
+        lines += [f"  command = {_toml_value(list(p.command))}", "  args = []", "  direct = true"]
+        lines += [f"  buildpack-id = {_toml_value(processes.ID)}"]
+    return "\n".join(lines) + "\n"
+
+
+def launch_layers(plan: Plan, ctx: BuildContext, store: BlobStore) -> list[LayerResult]:
+    """The layers the CNB exporter adds: process-types (``/cnb/process/<type>`` entries) and
+    config (``/layers/config/metadata.toml``); the latter with the user's home, owned by the
+    user, and the venv's SIGTERM default for PID 1."""
+    runtime = ctx.need_runtime()
+    stage = ctx.work_dir / "launch"
+    processes.write_entries(ctx.processes, runtime.interpreter, stage / "process")
+    for name in ("metadata", "home", "site"):
+        (stage / name).mkdir()
+    (stage / "metadata" / "metadata.toml").write_text(build_metadata_toml(plan, ctx))
+    (stage / "site" / "_buildpacks_sigterm.pth").write_text(SIGTERM_PTH)
+    site = f"{dependencies.VENV}/lib/python{runtime.minor}/site-packages"
+    config = [
+        TreeMapping(stage / "metadata", cnb.CONFIG_DIR),
+        TreeMapping(stage / "home", HOME, IMAGE_USER),
+        TreeMapping(stage / "site", site),
+    ]
+    entries = [TreeMapping(stage / "process", processes.PROCESS_DIR)]
+    return [
+        LayerResult(
+            LIFECYCLE_ID,
+            "process-types",
+            processes.PROCESS_DIR,
+            write_layer(store, entries),
+            False,
+        ),
+        LayerResult(LIFECYCLE_ID, "config", cnb.CONFIG_DIR, write_layer(store, config), False),
+    ]
+
+
 def _environment(base_env: list[str], config: BuildConfig, ctx: BuildContext) -> list[str]:
     env = dict(item.split("=", 1) for item in base_env if "=" in item)
     base_path = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    env["PATH"] = ":".join([*ctx.path_entries, base_path])
+    env["PATH"] = ":".join([processes.PROCESS_DIR, *ctx.path_entries, base_path])
     env.update(ctx.env)
     env["PYTHONUNBUFFERED"] = "1"
+    env["HOME"] = HOME
     env["CNB_PLATFORM_API"] = cnb.PLATFORM_API
+    env["CNB_LAYERS_DIR"] = LAYERS_ROOT
+    env["CNB_APP_DIR"] = WORKSPACE
     env.update(config.env)
     return [f"{k}={v}" for k, v in env.items()]
 
@@ -214,11 +285,12 @@ def assemble(
     image_config: dict[str, Any] = copy.deepcopy(run_image.config)
     container = image_config.setdefault("config", {})
     default = next(p for p in ctx.processes if p.default)
-    container["Entrypoint"] = list(default.command)
+    container["Entrypoint"] = [f"{processes.PROCESS_DIR}/{default.type}"]
     container.pop("Cmd", None)  # the base's Cmd (often `python3`) would become arguments
     container["Env"] = _environment(container.get("Env") or [], config, ctx)
     container["WorkingDir"] = WORKSPACE
     container["User"] = USER
+    ctx.layers.extend(launch_layers(plan, ctx, store))
     bom = sbom_layer(config, run_image, ctx, store)
     runtime = ctx.need_runtime()
     project = project_metadata(config.project.root)
@@ -251,7 +323,7 @@ def assemble(
             {"created": created, "created_by": f"buildpacks: {r.buildpack} {r.name}"}
             for r in [
                 *ctx.layers,
-                LayerResult("python-buildpacks/lifecycle", "sbom", sbom.SBOM_ROOT, bom, False),
+                LayerResult(LIFECYCLE_ID, "sbom", sbom.SBOM_ROOT, bom, False),
             ]
         ),
     ]

@@ -1,5 +1,6 @@
 """Reproducible layers: written from a staged directory tree with sorted entries, fixed
-mtimes, cleared owners and normalised modes, gzipped without a time or name in the header.
+mtimes, fixed owners (root, or the image user for trees it writes to) and normalised modes,
+gzipped without a time or name in the header.
 Also the read side: walking the entries of existing layer blobs, whiteouts included."""
 
 from __future__ import annotations
@@ -60,15 +61,20 @@ class TreeMapping:
 
     source: Path
     target: str  # absolute path in the image, e.g. /layers/bp/venv
+    # uid and gid of every entry of the tree (not of the target's parents): the image user
+    # for trees the application writes to at run time; root for code.
+    owner: tuple[int, int] = (0, 0)
 
 
-def _tarinfo(name: str, kind: bytes, mode: int, mtime: int) -> tarfile.TarInfo:
+def _tarinfo(
+    name: str, kind: bytes, mode: int, mtime: int, owner: tuple[int, int] = (0, 0)
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
     info.mtime = mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
+    info.uid, info.gid = owner
+    info.uname = info.gname = ""  # numeric only: names would depend on the build host
     return info
 
 
@@ -127,7 +133,7 @@ def write_layer(
             target = PurePosixPath(mapping.target)
             for parent in reversed(target.parents):
                 _add_dir(tar, str(parent), mtime, written)
-            _add_tree(tar, mapping.source, str(target).lstrip("/"), mtime, written)
+            _add_tree(tar, mapping.source, str(target).lstrip("/"), mtime, written, mapping.owner)
     return out[0]
 
 
@@ -139,26 +145,40 @@ def compress(store: BlobStore, tar_stream: BinaryIO, compresslevel: int = 6) -> 
     return out[0]
 
 
-def _add_dir(tar: tarfile.TarFile, name: str, mtime: int, written: set[str]) -> None:
+def _add_dir(
+    tar: tarfile.TarFile,
+    name: str,
+    mtime: int,
+    written: set[str],
+    owner: tuple[int, int] = (0, 0),
+) -> None:
     name = name.lstrip("/")
     if not name or name in written:
         return
     written.add(name)
-    tar.addfile(_tarinfo(name + "/", tarfile.DIRTYPE, 0o755, mtime))
+    tar.addfile(_tarinfo(name + "/", tarfile.DIRTYPE, 0o755, mtime, owner))
 
 
-def _add_tree(tar: tarfile.TarFile, root: Path, name: str, mtime: int, written: set[str]) -> None:
+def _add_tree(
+    tar: tarfile.TarFile,
+    root: Path,
+    name: str,
+    mtime: int,
+    written: set[str],
+    owner: tuple[int, int],
+) -> None:
     st = root.lstat()
     if stat.S_ISDIR(st.st_mode):
-        _add_dir(tar, name, mtime, written)
+        _add_dir(tar, name, mtime, written, owner)
         for child in sorted(os.listdir(root)):
-            _add_tree(tar, root / child, f"{name}/{child}" if name else child, mtime, written)
+            path = f"{name}/{child}" if name else child
+            _add_tree(tar, root / child, path, mtime, written, owner)
     elif stat.S_ISLNK(st.st_mode):
-        info = _tarinfo(name, tarfile.SYMTYPE, 0o777, mtime)
+        info = _tarinfo(name, tarfile.SYMTYPE, 0o777, mtime, owner)
         info.linkname = os.readlink(root)
         tar.addfile(info)
     elif stat.S_ISREG(st.st_mode):
-        info = _tarinfo(name, tarfile.REGTYPE, _normal_mode(st.st_mode), mtime)
+        info = _tarinfo(name, tarfile.REGTYPE, _normal_mode(st.st_mode), mtime, owner)
         info.size = st.st_size
         with open(root, "rb") as f:
             tar.addfile(info, f)
