@@ -5,10 +5,18 @@ no maintainer script run. ``archive`` fetches and verifies, ``resolve`` picks th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 TRANSPORT = "debian-packages:"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+_DPKG_RECORD = re.compile(r"^var/lib/dpkg/(status|status\.d/[^/]+)$")
+
+
+def is_dpkg_record(path: str) -> bool:
+    """Whether an image path (relative) holds dpkg package records: the dpkg database, or
+    a distroless-style ``status.d/`` record."""
+    return bool(_DPKG_RECORD.match(path)) and not path.endswith(".md5sums")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from buildpacks.debian import SUITES, Suite, suite_of
 from buildpacks.debian.archive import Deb, Fetcher, archives, fetch_deb, load_index
+from buildpacks.debian.ldcache import TRIPLETS, ld_so_cache
 from buildpacks.debian.resolve import Universe, resolve
 from buildpacks.debian.unpack import (
     LayerWriter,
@@ -33,8 +34,9 @@ from buildpacks.oci.model import Descriptor, Image, Layer, Platform
 PACKAGES_LABEL = "io.python-buildpacks.debian.packages"
 IMAGE_UID = IMAGE_GID = 1000  # the user export runs the image as
 # The run image's packages besides the suite's Python.
-BASE_PACKAGES = ("base-files", "ca-certificates", "tzdata", "netbase")
-_CORE = ("libc6", "libgcc-s1", "base-files", "netbase")
+# libc-bin brings ldconfig, which ctypes.util.find_library runs to find C libraries.
+BASE_PACKAGES = ("base-files", "ca-certificates", "tzdata", "netbase", "libc-bin")
+_CORE = ("libc6", "libc-bin", "libgcc-s1", "base-files", "netbase")
 _DATA = ("ca-certificates", "tzdata", "media-types")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -93,7 +95,7 @@ def indexes(
     return Indexes(suite, architecture, tuple(digests), load)
 
 
-def _code_digest() -> str:
+def code_digest() -> str:
     """The digest of the code that turns packages into layers: part of every cache key."""
     h = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
@@ -156,6 +158,11 @@ def assemble(
     """The run image ``debian-packages:SUITE`` names, for ``platform``, from the cache when
     the verified indexes are unchanged."""
     suite = suite_of(spec)
+    if platform.architecture not in TRIPLETS:
+        raise BuildError(
+            f"base image {spec}: platform {platform} is not supported; "
+            f"supported architectures: {', '.join(TRIPLETS)}"
+        )
     cache_root = store.root.parent / "debian"
     fetcher = Fetcher(mirror, log)
     try:
@@ -164,7 +171,7 @@ def assemble(
         mtime = source_date_epoch()
         key = hashlib.sha256(
             json.dumps(
-                [suite.codename, str(platform), found.digests, roots, mtime, _code_digest()]
+                [suite.codename, str(platform), found.digests, roots, mtime, code_digest()]
             ).encode()
         ).hexdigest()
         record = cache_root / "images" / f"{key}.json"
@@ -174,6 +181,7 @@ def assemble(
         debs = resolve(found.load(), roots)
         log(f"Assembling {spec} for {platform}: {len(debs)} Debian packages")
         layers = []
+        libraries: list[str] = []
         unpacked = Unpacked()
         certificates: dict[str, bytes] = {}
         for group in GROUPS:
@@ -188,9 +196,11 @@ def assemble(
                     writer.symlink(top, f"usr/{top}")
                 if platform.architecture == "amd64":
                     writer.symlink("lib64", "usr/lib64")
+            libraries += writer.paths
             layers.append(writer.finish(store))
         writer = LayerWriter(mtime)
         _write_declarative(writer, certificates, unpacked)
+        writer.file("etc/ld.so.cache", ld_so_cache(libraries, platform.architecture))
         users, groups = passwd(IMAGE_UID, IMAGE_GID)
         writer.file("etc/passwd", users)
         writer.file("etc/group", groups)
@@ -273,6 +283,7 @@ def suite_of_os_release(os_release: bytes, reference: str) -> Suite:
 def system_packages_layer(
     names: Iterable[str],
     installed: Mapping[str, str],
+    base_libraries: Iterable[str],
     found: Indexes,
     store: BlobStore,
     fetcher: Fetcher,
@@ -288,4 +299,6 @@ def system_packages_layer(
     unpacked = Unpacked()
     certificates = _write_packages(writer, debs, store, fetcher, unpacked)
     _write_declarative(writer, certificates, unpacked)
+    libraries = [*base_libraries, *writer.paths]
+    writer.file("etc/ld.so.cache", ld_so_cache(libraries, found.architecture))
     return writer.finish(store), package_records(debs)

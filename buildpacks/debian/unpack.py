@@ -34,6 +34,7 @@ HANDLED = {
     "tzdata": "/etc/localtime and /etc/timezone (UTC)",
     "base-files": "/tmp, /root and /etc/os-release",
     "base-passwd": "/etc/passwd and /etc/group",
+    "libc-bin": "/etc/ld.so.cache",
 }
 _USERS = re.compile(r"\b(adduser|useradd|addgroup|groupadd)\b")
 _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+([^\n;|&]+)")
@@ -89,6 +90,7 @@ class LayerWriter:
         self.tar = tarfile.open(fileobj=self.spool, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         self.mtime = mtime
         self.dirs: set[str] = set()
+        self.paths: list[str] = []  # files and links written, for /etc/ld.so.cache
 
     def directory(self, path: str, mode: int = 0o755, mtime: int | None = None) -> None:
         if not path or path in self.dirs:
@@ -160,6 +162,7 @@ class LayerWriter:
                     target = posixpath.normpath(posixpath.join(base, target))
                 info.linkname = target
                 self.tar.addfile(info)
+                self.paths.append(name)
             elif member.islnk():
                 info.linkname = merged(member.linkname.removeprefix("./").strip("/"))
                 self.tar.addfile(info)
@@ -168,6 +171,7 @@ class LayerWriter:
                 content = stream.read() if stream else b""
                 info.size = len(content)
                 self.tar.addfile(info, io.BytesIO(content))
+                self.paths.append(name)
                 if name.startswith("usr/share/ca-certificates/") and name.endswith(".crt"):
                     wanted[name] = content
             # Device nodes and fifos have no place in an image built without root: skipped.
