@@ -299,3 +299,35 @@ def test_bad_system_packages(packages, message, request, session_dir, debian_env
     assert result.returncode != 0
     assert f"error: {message}" in result.stderr
     assert not (project / "dist").exists() or not any((project / "dist").iterdir())
+
+
+def test_rebase_moves_an_image_onto_a_new_assembled_base(assembled_example, debian_env, podman):
+    """A new run image (here: the same packages dated otherwise, as a rebuilt suite would
+    give) replaces the base layers; the app's layers are kept byte for byte."""
+    archive = assembled_example / ARCHIVE
+    rebased = assembled_example / "rebased.tar"
+    env = {**debian_env, "SOURCE_DATE_EPOCH": "1700000000"}
+    result = testbed.cli(
+        "rebase", f"oci-archive:{archive}", "--run-image", BASE, "--output", str(rebased), env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    _, before, _ = testbed.read_archive_manifest(archive)
+    _, after, _ = testbed.read_archive_manifest(rebased)
+    old = [d["digest"] for d in before["layers"]]
+    new = [d["digest"] for d in after["layers"]]
+    assert new[5:] == old[5:]  # dependencies, app, config, SBOM
+    assert not set(new[:5]) & set(old[:5])  # the five base layers
+    podman_retry(podman, "load", "-i", str(rebased))
+    out = podman.run(
+        "example-service:0.1.0", "-c", "import flask; print('ok')", entrypoint="python"
+    )
+    assert out.strip() == "ok"
+
+
+def test_trixie_base_has_python_3_13(debian_env):
+    store = BlobStore(Path(debian_env["BP_CACHE_DIR"]) / "blobs")
+    image = assemble("debian-packages:trixie", Platform(), store, MIRROR, "if-not-present", print)
+    files = rootfs.find(image, lambda p: p in ("usr/bin/python3.13", "etc/ld.so.cache"))
+    assert set(files) == {"usr/bin/python3.13", "etc/ld.so.cache"}
+    labels = image.config["config"]["Labels"]
+    assert labels["io.buildpacks.base.distro.version"] == "13"
