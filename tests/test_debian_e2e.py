@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 
 BASE = "debian-packages:bookworm"
 ARCHIVE = "dist/example-service-0.1.0.tar"
+SBOM = "layers/sbom/launch/python-buildpacks_dependencies/venv/sbom.cdx.json"
 PROBE = """import psycopg
 
 
@@ -53,6 +54,16 @@ def podman_retry(podman, *args: str) -> None:
 
 def build(project: Path, env: dict[str, str], *flags: str):
     return testbed.cli("build", str(project), *flags, env=env)
+
+
+def sbom_debs(archive: Path) -> dict[str, str]:
+    """Name to version of the Debian packages the image's CycloneDX SBOM lists."""
+    document = json.loads(image_files(archive, lambda p: p == SBOM)[SBOM].content)
+    return {
+        c["name"]: c["version"]
+        for c in document["components"]
+        if c.get("purl", "").startswith("pkg:deb/")
+    }
 
 
 def image_files(archive: Path, wanted: Callable[[str], bool]) -> dict[str, rootfs.Entry]:
@@ -124,6 +135,8 @@ def test_every_package_is_recorded_for_scanners(assembled_example):
         assert "Status: install ok installed\n" in record
     assert b"cnb:x:1000:1000:" in files["etc/passwd"].content
     assert "var/lib/dpkg/status" not in files  # no dpkg database: status.d only, as distroless
+    in_sbom = sbom_debs(assembled_example / ARCHIVE)
+    assert in_sbom == {p["name"]: p["version"] for p in packages}
 
 
 MIRROR = "http://deb.debian.org/debian"
@@ -200,6 +213,9 @@ def test_psycopg_loads_libpq_from_system_packages(
     added = layers["python-buildpacks/system-packages"]["packages"]["data"]["debian-packages"]
     assert "libpq5" in {p["name"] for p in added}
     assert "libc6" not in {p["name"] for p in added}  # the base has it
+    in_sbom = sbom_debs(project / "dist" / "pgprobe-0.1.0.tar")
+    assert {p["name"]: p["version"] for p in added}.items() <= in_sbom.items()
+    assert "libc6" in in_sbom  # the base's own, read from its dpkg database
 
 
 def test_bash_is_added_when_asked(session_dir, debian_env, podman):
