@@ -9,7 +9,7 @@ import hashlib
 import json
 import lzma
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -227,8 +227,8 @@ def _entries(
 ) -> list[Deb]:
     parsed = cache_root / "packages" / f"{sha256}.json"
     try:
-        entries = json.loads(parsed.read_text())
-        return [Deb(e["fields"], e["archive"]) for e in entries]
+        cached = json.loads(parsed.read_text())
+        return [Deb(fields, cached["archive"]) for fields in cached["entries"]]
     except (OSError, ValueError, KeyError, TypeError):
         pass
     url = f"{archive.url}/dists/{archive.dist}/{path}"
@@ -245,7 +245,7 @@ def _entries(
     except (lzma.LZMAError, UnicodeDecodeError) as e:
         raise BuildError(f"{url}: not a readable Packages.xz ({e})") from None
     debs = parse_packages(text, archive.url)
-    write_atomic(parsed, json.dumps([asdict(d) for d in debs]))
+    write_atomic(parsed, json.dumps({"archive": archive.url, "entries": [d.fields for d in debs]}))
     return debs
 
 
@@ -256,3 +256,13 @@ def fetch_deb(deb: Deb, store: BlobStore, fetcher: Fetcher) -> Path:
         return store.path(digest)
     data = fetcher.get(deb.url)
     return store.put_stream([data], digest, f"{deb.url} (SHA-256 from its Packages index)")
+
+
+def fetch_debs(debs: list[Deb], store: BlobStore, fetcher: Fetcher) -> dict[str, Path]:
+    """``fetch_deb`` for each package, several at a time (the archive's latency, not its
+    bandwidth, is what a few dozen small files cost)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        paths = pool.map(lambda deb: fetch_deb(deb, store, fetcher), debs)
+        return {deb.name: path for deb, path in zip(debs, paths, strict=True)}

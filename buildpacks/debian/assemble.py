@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from buildpacks.debian import SUITES, Suite, suite_of
-from buildpacks.debian.archive import Deb, Fetcher, archives, fetch_deb, load_index
+from buildpacks.debian.archive import Deb, Fetcher, archives, fetch_debs, load_index
 from buildpacks.debian.ldcache import TRIPLETS, ld_so_cache
 from buildpacks.debian.resolve import Universe, resolve
 from buildpacks.debian.unpack import (
@@ -104,11 +104,11 @@ def code_digest() -> str:
 
 
 def _write_packages(
-    writer: LayerWriter, debs: Iterable[Deb], store: BlobStore, fetcher: Fetcher, unpacked: Unpacked
+    writer: LayerWriter, debs: Iterable[Deb], files: Mapping[str, Path], unpacked: Unpacked
 ) -> dict[str, bytes]:
     certificates: dict[str, bytes] = {}
     for deb in debs:
-        certificates.update(writer.package(deb, fetch_deb(deb, store, fetcher), unpacked))
+        certificates.update(writer.package(deb, files[deb.name], unpacked))
     return certificates
 
 
@@ -180,6 +180,7 @@ def assemble(
             return image
         debs = resolve(found.load(), roots)
         log(f"Assembling {spec} for {platform}: {len(debs)} Debian packages")
+        files = fetch_debs(debs, store, fetcher)
         layers = []
         libraries: list[str] = []
         unpacked = Unpacked()
@@ -188,7 +189,7 @@ def assemble(
             writer = LayerWriter(mtime)
             certificates.update(
                 _write_packages(
-                    writer, (d for d in debs if _group(d.name) == group), store, fetcher, unpacked
+                    writer, (d for d in debs if _group(d.name) == group), files, unpacked
                 )
             )
             if group == "core":
@@ -297,7 +298,7 @@ def system_packages_layer(
     log(f"System packages: {', '.join(f'{d.name} {d.version}' for d in debs)}")
     writer = LayerWriter(source_date_epoch())
     unpacked = Unpacked()
-    certificates = _write_packages(writer, debs, store, fetcher, unpacked)
+    certificates = _write_packages(writer, debs, fetch_debs(debs, store, fetcher), unpacked)
     _write_declarative(writer, certificates, unpacked)
     libraries = [*base_libraries, *writer.paths]
     writer.file("etc/ld.so.cache", ld_so_cache(libraries, found.architecture))
