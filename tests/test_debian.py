@@ -154,3 +154,38 @@ def test_installed_packages_read_dpkg_status_and_status_d():
     assert installed_packages(
         {"var/lib/dpkg/status": status, "var/lib/dpkg/status.d/libpq5": record}
     ) == {"libc6": "2.36-9", "libpq5": "15.20-0+deb12u1"}
+
+
+def test_update_alternatives_are_done_declaratively_or_refused():
+    from buildpacks.debian.unpack import Unpacked, handle_scripts
+
+    unpacked = Unpacked()
+    script = (
+        "#!/bin/sh\nset -e\n"
+        "update-alternatives --install /usr/lib/x86_64-linux-gnu/libblas.so.3 \\\n"
+        "    libblas.so.3-x86_64-linux-gnu /usr/lib/x86_64-linux-gnu/blas/libblas.so.3 10\n"
+    )
+    handle_scripts(deb("libblas3"), script, unpacked)
+    handle_scripts(
+        deb("libopenblas0"),
+        script.replace("/blas/", "/openblas/").replace(" 10\n", " 100\n"),
+        unpacked,
+    )
+    assert unpacked.alternatives == {
+        "libblas.so.3-x86_64-linux-gnu": (
+            100,
+            "/usr/lib/x86_64-linux-gnu/libblas.so.3",
+            "/usr/lib/x86_64-linux-gnu/openblas/libblas.so.3",
+        )
+    }
+    computed = "update-alternatives --install /usr/bin/x x $TARGET 5\n"
+    with pytest.raises(BuildError, match=r"Debian package tool: .*computed arguments"):
+        handle_scripts(deb("tool"), computed, Unpacked())
+    with pytest.raises(BuildError, match=r"Debian package daemon: .*creates system users"):
+        handle_scripts(deb("daemon"), "adduser --system daemon\n", Unpacked())
+
+
+def test_script_only_packages_are_installed_when_asked_for_by_name():
+    u = universe(deb("debconf"), deb("app", Depends="debconf"))
+    assert [d.name for d in resolve(u, ["app"])] == ["app"]
+    assert [d.name for d in resolve(u, ["app", "debconf"])] == ["app", "debconf"]

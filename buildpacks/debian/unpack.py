@@ -53,7 +53,7 @@ class Unpacked:
     alternatives: dict[str, tuple[int, str, str]] = field(default_factory=dict)
 
 
-def _script_work(deb: Deb, postinst: str, unpacked: Unpacked) -> None:
+def handle_scripts(deb: Deb, postinst: str, unpacked: Unpacked) -> None:
     """Handle or refuse what ``postinst`` does that the image needs."""
     if deb.name in HANDLED:
         return
@@ -135,7 +135,7 @@ class LayerWriter:
             data = package.data.tgz()
         except (DebError, OSError, tarfile.TarError, KeyError) as e:
             raise BuildError(f"{deb.url}: not a readable .deb ({e})") from None
-        _script_work(deb, postinst, unpacked)
+        handle_scripts(deb, postinst, unpacked)
         for member in data:
             name = member.name.removeprefix("./").strip("/")
             if not name or name in MERGED:
