@@ -43,8 +43,8 @@ OPTIONS = (
         "BP_BASE_IMAGE",
         str,
         None,
-        "run image: a registry reference, oci-layout:PATH[:TAG], oci-archive:PATH or "
-        "docker-archive:PATH; default python:<X.Y>-slim",
+        "run image: a registry reference, oci-layout:PATH[:TAG], oci-archive:PATH, "
+        "docker-archive:PATH or debian-packages:SUITE; default python:<X.Y>-slim",
     ),
     Option(
         "python-version",
@@ -125,6 +125,21 @@ OPTIONS = (
         None,
         "where base blobs and cached layers are kept; default the user cache directory",
     ),
+    Option(
+        "system-packages",
+        "BP_SYSTEM_PACKAGES",
+        list,
+        None,
+        "Debian packages to add to a Debian-based run image (one layer, no scripts run)",
+    ),
+    Option(
+        "debian-mirror",
+        "BP_DEBIAN_MIRROR",
+        str,
+        None,
+        "Debian archive for debian-packages: and system-packages; its security archive is "
+        "<mirror>-security; default http://deb.debian.org/debian",
+    ),
 )
 OPTION_BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -156,6 +171,8 @@ class BuildConfig:
     output_dir: Path
     origins: dict[str, str] = field(default_factory=dict)
     descriptor: project_toml.Descriptor = field(default_factory=project_toml.Descriptor)
+    system_packages: tuple[str, ...] = ()
+    debian_mirror: str | None = None
 
 
 def _suggest(key: str) -> str:
@@ -303,6 +320,13 @@ def resolve(
     for key, origin in origins.items():
         if origin in file_env and not env.get(origin, "").strip():
             origins[key] = f"project.toml {origin}"
+    base = values.get("base-image", "")
+    if base.startswith("debian-packages:") and not project.python_version_file:
+        from buildpacks.debian import suite_of
+
+        # The suite decides the Python, checked against requires-python like any choice.
+        values.setdefault("python-version", suite_of(base).python)
+        origins.setdefault("python-version", f"base image {base}")
 
     python, origins["python-version"] = resolve_python_version(
         values.get("python-version"),
@@ -365,4 +389,6 @@ def resolve(
         output_dir=output_dir,
         origins=origins,
         descriptor=descriptor,
+        system_packages=tuple(setting(values, "system-packages") or ()),
+        debian_mirror=values.get("debian-mirror"),
     )

@@ -15,8 +15,8 @@ if [ -z "${BP_BASE_IMAGE:-}" ]; then
   if curl -s -o /dev/null -m 5 https://registry-1.docker.io/v2/; then
     echo "Docker Hub is reachable: the base image is python:3.11-slim"
   else
-    echo "Docker Hub cannot be reached from here: using a local Debian base with Python 3.11 instead"
-    export BP_BASE_IMAGE=$(scripts/make-base-image.sh)
+    echo "Docker Hub cannot be reached from here: assembling the base from Debian's packages instead"
+    export BP_BASE_IMAGE=debian-packages:bookworm
     echo "base image: $BP_BASE_IMAGE"
   fi
 fi

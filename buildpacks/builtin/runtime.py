@@ -9,6 +9,7 @@ import re
 
 from buildpacks.builtin import BuildContext, Runtime
 from buildpacks.config import BuildConfig
+from buildpacks.debian import is_dpkg_record
 from buildpacks.errors import BuildError
 from buildpacks.oci import rootfs
 from buildpacks.oci.blobs import write_atomic
@@ -18,7 +19,6 @@ ID = "python-buildpacks/runtime"
 VERSION = "0.1.0"
 
 _INTERPRETER = re.compile(r"^(usr/local/bin|usr/bin|bin)/python(3\.\d+)$")
-_DPKG_STATUS = "var/lib/dpkg/status"
 _MUSL = re.compile(r"^lib/ld-musl-[\w]+\.so\.1$")
 # glibc versions uv can target (its --python-platform values), newest first.
 _UV_GLIBC = (40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 28, 17)
@@ -54,14 +54,16 @@ def inspect_run_image(image: Image, machine: str) -> dict[str, object]:
     """Interpreters, C library and version hints of an image, read from its layers."""
     found = rootfs.find(
         image,
-        wanted=lambda p: bool(_INTERPRETER.match(p) or _MUSL.match(p)) or p == _DPKG_STATUS,
-        read=lambda p: p == _DPKG_STATUS,
+        wanted=lambda p: bool(_INTERPRETER.match(p) or _MUSL.match(p) or is_dpkg_record(p)),
+        read=is_dpkg_record,
     )
     interpreters = sorted(
         (p for p in found if _INTERPRETER.match(p)),
         key=lambda p: ("usr/local/bin", "usr/bin", "bin").index(p.rsplit("/", 1)[0]),
     )
-    dpkg = _dpkg_versions(found[_DPKG_STATUS].content or b"") if _DPKG_STATUS in found else {}
+    dpkg: dict[str, str] = {}
+    for path in sorted(p for p in found if is_dpkg_record(p)):
+        dpkg.update(_dpkg_versions(found[path].content or b""))
     glibc = dpkg.get("libc6", "")
     match = re.match(r"^(\d+)\.(\d+)", glibc)
     if any(_MUSL.match(p) for p in found):

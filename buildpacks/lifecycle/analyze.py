@@ -24,6 +24,7 @@ def analyze(config: BuildConfig, store: BlobStore, log: Callable[[str], None]) -
         options=registry_options(config),
         pull_policy=config.pull_policy,
         transfers=Transfers(log),
+        debian_mirror=config.debian_mirror,
     )
     log(
         f"Run image {config.base_image} ({image.manifest_digest or image.digest()}), "

@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from buildpacks.builtin import Buildpack, application, dependencies, processes, runtime
+from buildpacks.builtin import (
+    Buildpack,
+    application,
+    dependencies,
+    processes,
+    runtime,
+    system,
+)
 from buildpacks.config import BuildConfig
 
 ORDER: tuple[Buildpack, ...] = (
     runtime.BUILDPACK,
+    system.BUILDPACK,
     dependencies.BUILDPACK,
     application.BUILDPACK,
     processes.BUILDPACK,

@@ -4,6 +4,7 @@ point, environment, non-root user, labels) and hand the image to its target (an 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import subprocess
@@ -177,6 +178,18 @@ def run_image_contents(config: BuildConfig, run_image: Image) -> sbom.RunImageCo
         return contents
 
 
+def _with_system_packages(
+    contents: sbom.RunImageContents, ctx: BuildContext
+) -> sbom.RunImageContents:
+    """The run image's OS packages and those the system-packages layer added to it."""
+    added = [
+        sbom.OsPackage("deb", p["name"], p["version"], p["architecture"])
+        for r in ctx.layers
+        for p in r.extra.get("debian-packages", [])
+    ]
+    return dataclasses.replace(contents, packages=(*contents.packages, *added))
+
+
 def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: BlobStore) -> Layer:
     """The SBOM files at the CNB SBOM path, in a layer of their own."""
     project = config.project
@@ -195,7 +208,7 @@ def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: 
         runtime.version,
         cnb.run_image_name(config.base_image),
         run_image.manifest_digest or run_image.digest(),
-        run_image_contents(config, run_image),
+        _with_system_packages(run_image_contents(config, run_image), ctx),
     )
     epoch = source_date_epoch()
     stage = ctx.work_dir / "sbom"

@@ -1,5 +1,6 @@
 """Opening an image named by a user: a registry reference, or for offline use
-``oci-layout:PATH[:TAG]``, ``oci-archive:PATH`` and ``docker-archive:PATH``."""
+``oci-layout:PATH[:TAG]``, ``oci-archive:PATH`` and ``docker-archive:PATH``; or a run image
+assembled from Debian packages, ``debian-packages:SUITE``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from buildpacks.oci.model import Image, ImageSource, Platform, RegistryOptions
 from buildpacks.oci.reference import Reference
 from buildpacks.progress import Transfers
 
-TRANSPORTS = ("oci-layout:", "oci-archive:", "docker-archive:")
+TRANSPORTS = ("oci-layout:", "oci-archive:", "docker-archive:", "debian-packages:")
 
 
 def split_layout_spec(rest: str) -> tuple[Path, str | None]:
@@ -69,7 +70,7 @@ def local_inputs(
     for transport in ("oci-archive:", "docker-archive:"):
         if spec.startswith(transport):
             return [Path(spec.removeprefix(transport)).expanduser()]
-    if pull_policy == "always":
+    if pull_policy == "always" or spec.startswith("debian-packages:"):
         return None
     return [_pinned(store, spec, platform)]
 
@@ -82,13 +83,21 @@ def open_image(
     options: RegistryOptions | None = None,
     pull_policy: str = "if-not-present",
     transfers: Transfers | None = None,
+    debian_mirror: str | None = None,
 ) -> Image:
     """The image ``spec`` names, with its blobs in ``store`` and verified.
 
-    For registry references, ``pull_policy`` decides whether the registry is asked:
-    ``always``; ``if-not-present`` (only when the local cache lacks the image); ``never``.
+    For registry references and Debian archives, ``pull_policy`` decides whether they are
+    asked: ``always``; ``if-not-present`` (only when the local cache lacks the image or
+    index); ``never``.
     """
-    if spec.startswith("oci-layout:"):
+    if spec.startswith("debian-packages:"):
+        from buildpacks.debian import DEFAULT_MIRROR
+        from buildpacks.debian.assemble import assemble
+
+        log = (transfers or Transfers(print)).log
+        image = assemble(spec, platform, store, debian_mirror or DEFAULT_MIRROR, pull_policy, log)
+    elif spec.startswith("oci-layout:"):
         path, tag = split_layout_spec(spec.removeprefix("oci-layout:"))
         image = read_layout(path, tag, platform, store, spec)
     elif spec.startswith("oci-archive:"):
