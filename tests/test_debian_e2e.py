@@ -43,15 +43,6 @@ def debian_env(session_dir: Path) -> dict[str, str]:
     return testbed.clean_env(BP_CACHE_DIR=str(session_dir / "debian-cache"))
 
 
-def podman_retry(podman, *args: str) -> None:
-    """A podman command, once more if another test's ``podman system reset`` removed the
-    shared /run/libpod under it (a race of this machine's test bed, not of the image)."""
-    first = podman(*args, check=False)
-    if first.returncode != 0:
-        assert "/run/libpod" in first.stderr, first.stderr
-        podman(*args)
-
-
 def build(project: Path, env: dict[str, str], *flags: str):
     return testbed.cli("build", str(project), *flags, env=env)
 
@@ -91,7 +82,7 @@ def assembled_example(session_dir: Path, debian_env: dict[str, str]) -> Path:
 
 
 def test_example_on_assembled_base_answers_http_as_non_root(assembled_example, podman):
-    podman_retry(podman, "load", "-i", str(assembled_example / ARCHIVE))
+    podman("load", "-i", str(assembled_example / ARCHIVE))
     port = testbed.free_port()
     podman.serve("example-service:0.1.0", port, "debian-http")
     try:
@@ -201,8 +192,8 @@ def test_psycopg_loads_libpq_from_system_packages(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "libpq5 15." in result.stdout + result.stderr
     image = f"pgprobe-{which}:0.1.0"
-    podman_retry(podman, "load", "-i", str(project / "dist" / "pgprobe-0.1.0.tar"))
-    podman_retry(podman, "tag", "pgprobe:0.1.0", image)
+    podman("load", "-i", str(project / "dist" / "pgprobe-0.1.0.tar"))
+    podman("tag", "pgprobe:0.1.0", image)
     out = podman.run(image)
     assert out.startswith("libpq 15"), out
     assert " python\n" in out  # the pure-Python wrapper, libpq found by ctypes
@@ -223,7 +214,7 @@ def test_bash_is_added_when_asked(session_dir, debian_env, podman):
     text = (project / "pyproject.toml").read_text().replace('["libpq5"]', '["bash"]')
     (project / "pyproject.toml").write_text(text)
     assert build(project, debian_env).returncode == 0
-    podman_retry(podman, "load", "-i", str(project / "dist" / "pgprobe-0.1.0.tar"))
+    podman("load", "-i", str(project / "dist" / "pgprobe-0.1.0.tar"))
     out = podman.run("pgprobe:0.1.0", "-c", "echo $BASH_VERSION", entrypoint="/bin/bash")
     assert out.startswith("5.2")
 
@@ -333,7 +324,7 @@ def test_rebase_moves_an_image_onto_a_new_assembled_base(assembled_example, debi
     new = [d["digest"] for d in after["layers"]]
     assert new[5:] == old[5:]  # dependencies, app, config, SBOM
     assert not set(new[:5]) & set(old[:5])  # the five base layers
-    podman_retry(podman, "load", "-i", str(rebased))
+    podman("load", "-i", str(rebased))
     out = podman.run(
         "example-service:0.1.0", "-c", "import flask; print('ok')", entrypoint="python"
     )
