@@ -5,18 +5,23 @@ through the project's own build backend, then the lifecycle. An application with
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from uv import find_uv_bin
 
 from buildpacks import config as build_config
+from buildpacks import uptodate
+from buildpacks.builtin.application import source_files
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import BuildResult, build_image
 from buildpacks.oci.auth import redact
+from buildpacks.oci.blobs import file_digest
 from buildpacks.project import (
     Project,
     project_from_wheel,
@@ -67,12 +72,50 @@ def build_project(
     overrides: Mapping[str, Any],
     log: Callable[[str], None],
 ) -> BuildResult:
-    """Build the image of the project at ``root`` into ``output_dir``."""
+    """Build the image of the project at ``root`` into ``output_dir``, unless it is up to
+    date."""
     if not root.is_dir():
         raise BuildError(f"{root}: not a directory")
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
         config, wheel = resolve_project(root, output_dir, overrides, Path(tmp))
-        return build_image(config, wheel, log=log)
+        return build_unless_up_to_date(config, wheel, log)
+
+
+def build_unless_up_to_date(
+    config: build_config.BuildConfig,
+    wheel: Path | None,
+    log: Callable[[str], None],
+    *,
+    env: Mapping[str, str] = os.environ,
+    code: Iterable[Path] = (),
+) -> BuildResult:
+    """``build_image``, skipped when the last build of the project into the same directory
+    had the same inputs. The project's backend is not known here, so its wheel, already
+    built, stands for everything the backend read: its content is part of the inputs (for
+    an application without a wheel, every file its image copies is), with the resolved
+    configuration (command-line flags and ``-C`` settings included). ``code``: the adapter
+    running the build, beside the core."""
+    root = config.project.root
+    record = uptodate.record_file(config.cache_dir, root, config.output_dir)
+
+    def take() -> uptodate.Fingerprint:
+        settings = dataclasses.asdict(dataclasses.replace(config, origins={}))
+        if wheel is None:
+            inputs = uptodate.Inputs(
+                tuple(root / name for name in source_files(root)), {"config": settings}
+            )
+        else:
+            inputs = uptodate.Inputs(values={"config": settings, "wheel": file_digest(wheel)})
+        return uptodate.fingerprint(root, env, inputs, code=code)
+
+    current, found = uptodate.check(record, take)
+    if found is not None:
+        for line in uptodate.report(found):
+            log(line)
+        return BuildResult(found.image, found.digest, Path(found.archive))
+    result = build_image(config, wheel, log=log)
+    uptodate.remember(record, current, config, result.digest, result.archive)
+    return result
 
 
 def describe(config: build_config.BuildConfig) -> list[str]:

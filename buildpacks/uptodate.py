@@ -1,24 +1,36 @@
-"""The up-to-date check: a build whose every input is unchanged since the last build of the
-same project into the same directory is skipped, as make and Gradle skip an up-to-date task.
+"""The up-to-date check: a build is skipped only when a full build would give the same image,
+as make and Gradle skip an up-to-date task.
 
-The inputs are fingerprinted from what the file system says of them (size, modification
-time, inode of every file; modification time of every directory, which changes when an entry
-is added, removed or renamed), never from a guess of which files matter:
+Its inputs are what the build reads, as the builder itself sees them, never a guess of which
+files matter:
 
-- the project tree, all of it but the output directory, version-control internals, virtual
-  environments and tool caches; plus paths outside it that the wheel takes in;
+- what the route's builder resolved (``Inputs``): the Hatch route lists the files hatchling's
+  wheel builder selects (its ``.gitignore`` as it locates it, forced and shared files, license
+  files) and the core metadata it would write, version included; the other routes, whose
+  backend is unknown, key on the content of the wheel it built, or on every file a source
+  application's image copies; both routes add the resolved build configuration;
+- the files of the project's root, which the core reads (``pyproject.toml``, lock files,
+  ``.python-version``, ``Procfile``, ...);
 - the git state the image's labels come from (HEAD, the branch's ref, packed refs, config);
 - the environment variables a build reads (``BP_*``, ``UV_*``, ``PIP_*``, ``PATH``, ...);
-- the code doing the build (this package, its adapters, uv, the interpreter);
+- the code doing the build (this package, its adapters, the packages installed, the
+  interpreter);
 - the local files that decided the base image, as the finished build reports them;
 - the archive itself, so a removed or replaced archive is rebuilt.
+
+A file is compared by size, modification and change times, inode and mode. The change time
+(``ctime``) is set by the kernel on every write and every ``utime``, so a file rewritten in
+place with its old size and modification time (``tar`` extraction, ``rsync --inplace -t``,
+``touch -r``) is caught. A file whose times fall within the file system clock's coarsest tick
+before the check is also compared by content: a second change within the same tick keeps all
+its times (git's "racily clean" entries).
 
 Only a build whose whole output is local is recorded: one that pushes, loads a daemon or
 pulls its base on every build (``pull-policy = "always"``) runs in full every time. The
 record keeps digests and file stats only, never the environment's values (credentials).
 
 This module imports nothing heavier than the standard library and the blob store's file
-helpers: it runs before anything else.
+helpers: the Hatch route runs it before anything else.
 """
 
 from __future__ import annotations
@@ -29,13 +41,17 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from buildpacks.oci.blobs import file_digest, write_atomic
 
-FORMAT = 1
+if TYPE_CHECKING:
+    from buildpacks.config import BuildConfig
+
+FORMAT = 2
 ENV_PREFIXES = ("BP_", "UV_", "PIP_", "DOCKER_", "SSL_CERT_", "HATCH_BUILD_", "GIT_", "CNB_")
 ENV_NAMES = frozenset(
     {
@@ -57,22 +73,6 @@ ENV_NAMES = frozenset(
     }
 )
 CREDENTIALS = frozenset({"BP_REGISTRY_USERNAME", "BP_REGISTRY_PASSWORD"})
-# Directories that never feed an image: version control (git is read separately), caches,
-# bytecode, and other tools' environments. (node_modules is walked: a wheel may include
-# built assets from it.)
-SKIPPED_DIRS = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".svn",
-        "__pycache__",
-        ".tox",
-        ".nox",
-        ".mypy_cache",
-        ".pytest_cache",
-        ".ruff_cache",
-    }
-)
 CODE = Path(__file__).resolve().parent
 # Files changed this close before a fingerprint is taken are also compared by content: the
 # coarsest modification times in use (FAT, some network file systems) tick every 2 s.
@@ -80,11 +80,20 @@ RACY_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
+class Inputs:
+    """What a build reads beyond the project's root, the git state, the environment and the
+    code, as the route's builder sees it: ``files`` whose content it reads and ``values`` it
+    resolved (core metadata, where each file goes, the build configuration), JSON data."""
+
+    files: tuple[Path, ...] = ()
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Fingerprint:
     """The digest of a build's inputs, and the content digests of the files among them that
     changed just before it was taken: a file changed again within the same tick of the
-    file system's clock keeps its modification time, so its stats alone prove nothing (git's
-    "racily clean" entries)."""
+    file system's clock keeps its times, so its stats alone prove nothing."""
 
     digest: str
     recent: dict[str, str]
@@ -109,54 +118,47 @@ def record_file(cache_dir: Path, root: Path, directory: Path) -> Path:
 
 
 def _key(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode]
 
 
 def stat_key(path: Path) -> list[int] | None:
-    """Size, modification time, inode and mode; None for a missing path."""
+    """Size, modification and change times, inode and mode; None for a missing path."""
     try:
         return _key(os.stat(path))
     except OSError:
         return None
 
 
-def tree(
-    paths: Iterable[Path], skip: Iterable[Path], *, directories: bool = True
-) -> dict[str, list[int] | None]:
-    """Stats of every file under ``paths`` and, with ``directories``, of every directory
-    (symbolic links followed, each directory once), skipped directories left out."""
-    skipped = {str(p.resolve()) for p in skip}
+def code_files(paths: Iterable[Path]) -> dict[str, list[int] | None]:
+    """Stats of every file under ``paths`` (symbolic links followed, each directory once),
+    bytecode caches left out: Python writes them beside the code as it first runs it, and
+    checks them against their source."""
     found: dict[str, list[int] | None] = {}
     seen: set[tuple[int, int]] = set()
 
     def walk(top: str) -> None:
-        try:
-            st = os.stat(top)
-        except OSError:
-            found[top] = None
-            return
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if directories or not is_dir:
+        st = os.stat(top)
+        if not stat.S_ISDIR(st.st_mode):
             found[top] = _key(st)
-        if not is_dir or (st.st_dev, st.st_ino) in seen:
+            return
+        if (st.st_dev, st.st_ino) in seen:
             return
         seen.add((st.st_dev, st.st_ino))
         with os.scandir(top) as entries:
             for entry in entries:
-                if entry.is_dir():
-                    if (
-                        entry.name in SKIPPED_DIRS
-                        or entry.path in skipped
-                        or os.path.exists(os.path.join(entry.path, "pyvenv.cfg"))
-                    ):
-                        continue
+                if entry.name != "__pycache__":
                     walk(entry.path)
-                else:
-                    found[entry.path] = stat_key(Path(entry.path))
 
     for path in paths:
         walk(str(path.resolve()))
     return found
+
+
+def root_files(root: Path) -> dict[str, list[int] | None]:
+    """Stats of the files directly in the project's root: the core reads its configuration,
+    lock files, ``.python-version`` and ``Procfile`` there, and nothing below it."""
+    with os.scandir(root) as entries:
+        return {entry.path: stat_key(Path(entry.path)) for entry in entries if entry.is_file()}
 
 
 def git_files(root: Path) -> list[Path]:
@@ -202,40 +204,40 @@ def environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def fingerprint(
     root: Path,
-    directory: Path,
     env: Mapping[str, str],
+    inputs: Inputs,
     *,
-    extra_paths: Iterable[Path] = (),
     code: Iterable[Path] = (),
 ) -> Fingerprint:
-    """The fingerprint of every input of a build of ``root`` into ``directory``:
-    ``extra_paths`` outside the project that the build reads, ``code`` beside this package
-    that runs it. Raises OSError for a tree it cannot read."""
+    """The fingerprint of every input of a build of ``root``: ``inputs`` as the route's
+    builder sees them, ``code`` beside this package that runs it. Raises OSError for a file
+    it cannot read."""
     taken = time.time_ns()
     root = root.resolve()
     files = {
-        # Files only: Python adds __pycache__ directories beside the code as it first runs.
-        "code": tree([CODE, *code], (), directories=False),
-        "project": tree([root, *extra_paths], [directory]),
+        "code": code_files([CODE, *code]),
+        "project": root_files(root),
+        "inputs": {str(p): stat_key(p) for p in inputs.files},
         "git": {str(p): stat_key(p) for p in git_files(root)},
     }
-    inputs = {
+    everything = {
         "format": FORMAT,
         "python": [sys.executable, sys.version],
         "env": environment(env),
         # Installing, upgrading or removing any package (uv, hatchling, ...) renames a
         # .dist-info entry, which changes its directory's modification time.
         "installed": {p: stat_key(Path(p)) for p in sys.path if p},
+        "values": inputs.values,
         **files,
     }
     recent = {
         path: file_digest(Path(path))
         for group in files.values()
         for path, key in group.items()
-        if key and stat.S_ISREG(key[3]) and key[1] >= taken - RACY_NS
+        if key and stat.S_ISREG(key[4]) and max(key[1], key[2]) >= taken - RACY_NS
     }
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    return Fingerprint(digest, recent)
+    text = json.dumps(everything, sort_keys=True, default=str)
+    return Fingerprint(hashlib.sha256(text.encode()).hexdigest(), recent)
 
 
 def up_to_date(path: Path, current: Fingerprint) -> Record | None:
@@ -253,6 +255,15 @@ def up_to_date(path: Path, current: Fingerprint) -> Record | None:
     except (OSError, ValueError, TypeError, AttributeError):
         return None
     return record
+
+
+def report(record: Record) -> list[str]:
+    """What a skipped build tells its user."""
+    return [
+        f"Image {record.image} is up to date: nothing it is built from has changed",
+        f"Digest: {record.digest}",
+        f"Archive: {record.archive}",
+    ]
 
 
 def save(
@@ -273,3 +284,31 @@ def save(
 def forget(path: Path) -> None:
     """Drop the record, so the next build runs in full."""
     path.unlink(missing_ok=True)
+
+
+def remember(
+    path: Path, current: Fingerprint | None, config: BuildConfig, digest: str, archive: Path
+) -> None:
+    """Record a finished build when its whole output is local and its base image is decided
+    by local files; otherwise drop the record, so the next build runs in full."""
+    from buildpacks.oci.blobs import BlobStore
+    from buildpacks.oci.source import local_inputs
+
+    store = BlobStore(config.cache_dir / "blobs")
+    base = local_inputs(config.base_image, config.platform, store, config.pull_policy)
+    remote = config.publish or config.daemon or config.cache_image
+    if current is None or base is None or remote:
+        forget(path)
+    else:
+        save(path, current, base, config.image, digest, archive)
+
+
+def check(path: Path, take: Callable[[], Fingerprint]) -> tuple[Fingerprint | None, Record | None]:
+    """The fingerprint ``take`` gives (None when it fails: a file it cannot read, a
+    configuration the builder rejects, which the full build then reports) and the record at
+    ``path`` when the build it describes is up to date."""
+    try:
+        current = take()
+    except Exception:  # any failure means a full build, which reports it
+        return None, None
+    return current, up_to_date(path, current)

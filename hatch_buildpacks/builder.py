@@ -23,11 +23,8 @@ from buildpacks import uptodate
 from buildpacks.cachedir import cache_dir
 
 if TYPE_CHECKING:
-    from buildpacks.config import BuildConfig
     from buildpacks.project import Project
 
-# Version sources that read only files of the project, which the up-to-date check watches.
-FILE_VERSION_SOURCES = ("regex", "code")
 HATCH_FLAGS = ("hooks_only", "clean", "clean_hooks_after", "clean_only")
 HATCH_FLAG_VARS = (BuildEnvVars.HOOKS_ONLY, BuildEnvVars.CLEAN, BuildEnvVars.CLEAN_HOOKS_AFTER)
 
@@ -73,37 +70,60 @@ class ImageBuilder(BuilderInterface):
         self._fingerprint = None
         if not any(options.get(f) for f in HATCH_FLAGS):
             out = Path(self._directory(directory))
-            out.mkdir(parents=True, exist_ok=True)  # before the fingerprint: it changes the root
-            self._fingerprint = self._take_fingerprint(out)
-            record = None
-            if self._fingerprint is not None:
-                record = uptodate.up_to_date(self._record_file(out), self._fingerprint)
+            self._fingerprint, record = uptodate.check(self._record_file(out), self._take)
             if record is not None:
-                self.app.display_info(
-                    f"Image {record.image} is up to date: nothing it is built from has changed"
-                )
-                self.app.display_info(f"Digest: {record.digest}")
-                self.app.display_info(f"Archive: {record.archive}")
+                for line in uptodate.report(record):
+                    self.app.display_info(line)
                 yield record.archive
                 return
         yield from super().build(directory=directory, **options)
 
-    def _take_fingerprint(self, out: Path) -> uptodate.Fingerprint | None:
-        """The fingerprint of this build's inputs; None when they cannot all be watched."""
-        try:
-            if not self._watchable():
-                return None
-            return uptodate.fingerprint(
-                Path(self.root),
-                out,
-                os.environ,
-                extra_paths=self._outside_paths(),
-                code=[Path(__file__).parent],
-            )
-        # A directory it cannot read (OSError), or a bad Hatch configuration (TypeError,
-        # ValueError), which the full build then reports.
-        except (OSError, TypeError, ValueError):
-            return None
+    def _take(self) -> uptodate.Fingerprint:
+        """The fingerprint of this build's inputs as hatchling's wheel builder sees them.
+        Raises ValueError for a build that cannot be checked: hatchling's flags, or build
+        hooks (they run arbitrary code while the wheel is built)."""
+        if any(env_var_enabled(name) for name in HATCH_FLAG_VARS):
+            raise ValueError("a hatchling flag is set")
+        if self.config.hook_config or self._wheel_builder.config.hook_config:
+            raise ValueError("build hooks run")
+        return uptodate.fingerprint(
+            Path(self.root), os.environ, self._wheel_inputs(), code=[Path(__file__).parent]
+        )
+
+    def _wheel_inputs(self) -> uptodate.Inputs:
+        """What hatchling's wheel builder reads and resolves: the files it selects and
+        where each goes, the ``.gitignore`` it located (up to the repository's root), shared
+        data and scripts, extra metadata, license and SBOM files, and the core metadata it
+        writes (the version source run: a version read from outside the project, from the
+        environment or from git is part of it)."""
+        # The build reads the version first (``project``); hatchling writes "Dynamic:
+        # Version" into METADATA only when the metadata is constructed before that read, so
+        # the check reads it first too, or it would change the wheel it describes.
+        self.metadata.version  # noqa: B018
+        wheel = self._wheel_builder
+        config = wheel.config
+        root = Path(self.root)
+        selected = [
+            *wheel.recurse_included_files(),
+            *wheel.recurse_explicit_files(config.shared_data),
+            *wheel.recurse_explicit_files(config.shared_scripts),
+            *wheel.recurse_explicit_files(config.extra_metadata),
+        ]
+        read = [
+            *config.vcs_exclusion_files["git"],
+            *config.vcs_exclusion_files["hg"],
+            *(root / path for path in self.metadata.core.license_files),
+            *(root / path for path in config.sbom_files),
+        ]
+        return uptodate.Inputs(
+            files=tuple(Path(p) for p in [*(f.path for f in selected), *read]),
+            values={
+                "selected": [[f.path, f.distribution_path] for f in selected],
+                "read": [str(p) for p in read],
+                "metadata": config.core_metadata_constructor(self.metadata),
+                "entry_points": wheel.construct_entry_points_file(),
+            },
+        )
 
     def build_standard(self, directory: str, **build_data: Any) -> str:
         return str(self._build(Path(directory)))
@@ -136,57 +156,10 @@ class ImageBuilder(BuilderInterface):
             wheel = Path(next(self._wheel_builder.build(directory=tmp, versions=["standard"])))
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
             result = build_image(config, wheel, log=self.app.display_info)
-        self._remember(config, directory, result.digest, result.archive)
-        return result.archive
-
-    def _remember(self, config: BuildConfig, directory: Path, digest: str, archive: Path) -> None:
-        """Record the build for the up-to-date check, when its output is all local."""
-        from buildpacks.oci.blobs import BlobStore
-        from buildpacks.oci.source import local_inputs
-
-        record = self._record_file(directory)
-        base = local_inputs(
-            config.base_image,
-            config.platform,
-            BlobStore(config.cache_dir / "blobs"),
-            config.pull_policy,
+        uptodate.remember(
+            self._record_file(directory), self._fingerprint, config, result.digest, result.archive
         )
-        remote = config.publish or config.daemon or config.cache_image
-        if self._fingerprint is None or base is None or remote:
-            uptodate.forget(record)
-        else:
-            uptodate.save(record, self._fingerprint, base, config.image, digest, archive)
-
-    def _watchable(self) -> bool:
-        """Whether every input of the build is a file the up-to-date check can watch: no
-        build or metadata hooks (they run arbitrary code), no version from outside files."""
-        if any(env_var_enabled(name) for name in HATCH_FLAG_VARS):
-            return False
-        hatch = self.metadata.hatch
-        if hatch.metadata.hook_config or self.config.hook_config:
-            return False
-        if self._wheel_builder.config.hook_config:
-            return False
-        dynamic = set(self.metadata.dynamic)
-        if dynamic - {"version"}:
-            return False
-        return "version" not in dynamic or hatch.version.source_name in FILE_VERSION_SOURCES
-
-    def _outside_paths(self) -> list[Path]:
-        """Paths outside the project the wheel takes in (forced, shared data, readme)."""
-        config = self._wheel_builder.config
-        root = Path(self.root).resolve()
-        sources = [
-            *config.get_force_include(),
-            *config.shared_data,
-            *config.shared_scripts,
-            *config.extra_metadata,
-        ]
-        readme = self.metadata.core.readme_path
-        if readme:
-            sources.append(readme)
-        paths = [(root / source).resolve() for source in sources]
-        return [p for p in paths if not p.is_relative_to(root)]
+        return result.archive
 
     @cached_property
     def _wheel_builder(self) -> WheelBuilder:

@@ -54,7 +54,7 @@ def build_wheel(
         return name
     from buildpacks import config as build_config
     from buildpacks.errors import report
-    from buildpacks.lifecycle import build_image
+    from buildpacks.frontend import build_unless_up_to_date
     from buildpacks.project import project_from_wheel
 
     def log(line: str) -> None:
@@ -64,7 +64,7 @@ def build_wheel(
     try:
         project = project_from_wheel(project_root(out), out / name)
         config = build_config.resolve(project, out.resolve(), overrides=overrides)
-        build_image(config, out / name, log=log)
+        build_unless_up_to_date(config, out / name, log, code=[Path(__file__).parent])
     except (Exception, KeyboardInterrupt) as e:
         raise SystemExit(report(e, log, os.environ)) from None
     return name

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,17 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def taken(root: Path, env: dict[str, str] | None = None, **kwargs) -> uptodate.Fingerprint:
-    return uptodate.fingerprint(root, root / "dist", ENV if env is None else env, **kwargs)
+def sources(root: Path) -> uptodate.Inputs:
+    """The package's files, as a builder would list them."""
+    return uptodate.Inputs(tuple(sorted((root / "src").rglob("*.py"))), {"metadata": "app 1"})
+
+
+def taken(
+    root: Path, env: dict[str, str] | None = None, inputs: uptodate.Inputs | None = None, **kwargs
+) -> uptodate.Fingerprint:
+    return uptodate.fingerprint(
+        root, ENV if env is None else env, sources(root) if inputs is None else inputs, **kwargs
+    )
 
 
 def fp(root: Path, env: dict[str, str] | None = None, **kwargs) -> str:
@@ -47,24 +57,52 @@ def test_unchanged_project_keeps_its_fingerprint(project):
     assert fp(project) == fp(project)
 
 
+def rewrite_keeping_size_and_times(path: Path, text: str) -> None:
+    st = path.stat()
+    with open(path, "r+") as f:
+        f.write(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 @pytest.mark.parametrize(
     "change",
     [
         lambda root: (root / "src" / "app" / "__init__.py").write_text("X = 2\n"),
         lambda root: later(root / "src" / "app" / "__init__.py"),  # same size, saved again
+        lambda root: rewrite_keeping_size_and_times(root / "src" / "app" / "__init__.py", "X=22\n"),
         lambda root: (root / "src" / "app" / "new.py").write_text(""),
         lambda root: (root / "src" / "app" / "__init__.py").unlink(),
+        lambda root: (root / "src" / "app" / "__init__.py").chmod(0o755),
         lambda root: (root / "uv.lock").write_text(""),
         lambda root: (root / ".python-version").write_text("3.12\n"),
-        lambda root: (root / "src" / "app" / "data").mkdir(),
+        lambda root: (root / "pyproject.toml").unlink(),
         lambda root: (root / "src" / "app" / "__init__.py").rename(root / "src" / "app" / "m.py"),
     ],
-    ids=["edit", "touch", "new-file", "removed", "lock-file", "python-version", "dir", "rename"],
+    ids=[
+        "edit",
+        "touch",
+        "in-place",
+        "new-file",
+        "removed",
+        "mode",
+        "lock-file",
+        "python-version",
+        "root-file-removed",
+        "rename",
+    ],
 )
-def test_a_project_change_changes_the_fingerprint(project, change):
+def test_a_change_to_what_the_build_reads_changes_the_fingerprint(project, monkeypatch, change):
+    monkeypatch.setattr(uptodate, "RACY_NS", 0)  # the stats alone must tell
     before = fp(project)
     change(project)
     assert fp(project) != before
+
+
+def test_a_change_the_builder_resolves_changes_the_fingerprint(project):
+    files = sources(project).files
+    before = fp(project, inputs=uptodate.Inputs(files, {"metadata": "Version: 1"}))
+    assert fp(project, inputs=uptodate.Inputs(files, {"metadata": "Version: 2"})) != before
+    assert fp(project, inputs=uptodate.Inputs(files[:0], {"metadata": "Version: 1"})) != before
 
 
 @pytest.mark.parametrize(
@@ -72,34 +110,16 @@ def test_a_project_change_changes_the_fingerprint(project, change):
     [
         lambda root: (root / "dist" / "app-1.tar").write_text("output"),
         lambda root: (root / "src" / "app" / "__pycache__").mkdir(),
-        lambda root: (root / ".pytest_cache").mkdir() or later(root),
-        lambda root: (root / ".git").mkdir() or (root / ".git" / "objects").mkdir(),
+        lambda root: (root / ".pytest_cache").mkdir(),
+        lambda root: (root / "docs").mkdir() or (root / "docs" / "index.md").write_text(""),
+        lambda root: (root / "src" / "app" / "notes.txt").write_text("not in the wheel"),
     ],
-    ids=["output", "bytecode", "tool-cache", "git-objects"],
+    ids=["output", "bytecode", "tool-cache", "docs", "unselected"],
 )
-def test_outputs_and_caches_do_not_change_it_beyond_the_root_entry(project, change):
-    # A new entry in the root changes the root's own time once; what is inside never does.
+def test_files_the_build_does_not_read_do_not_change_it(project, change):
+    before = fp(project)
     change(project)
-    settled = fp(project)
-    if (project / "dist" / "app-1.tar").exists():
-        (project / "dist" / "app-1.tar").write_text("another output")
-    for cache in project.rglob("__pycache__"):
-        (cache / "app.cpython-311.pyc").write_bytes(b"pyc")
-    for cache in project.glob(".pytest_cache"):
-        (cache / "v").write_text("1")
-    if (project / ".git" / "objects").exists():
-        (project / ".git" / "objects" / "ab").write_bytes(b"object")
-    assert fp(project) == settled
-
-
-def test_a_virtual_environment_inside_the_project_is_not_walked(project):
-    venv = project / ".venv"
-    venv.mkdir()
-    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
-    settled = fp(project)
-    (venv / "lib").mkdir()
-    (venv / "lib" / "module.py").write_text("")
-    assert fp(project) == settled
+    assert fp(project) == before
 
 
 def test_environment_variables_a_build_reads_count_others_do_not(project):
@@ -163,6 +183,8 @@ def test_git_head_and_branch_are_watched(project):
     git("commit", "-q", "-m", "one")
     first = fp(project)
     assert fp(project) == first
+    git("hash-object", "-w", "pyproject.toml")  # an object written: the labels are the same
+    assert fp(project) == first
     git("commit", "-q", "--allow-empty", "-m", "two")
     second = fp(project)
     assert second != first
@@ -178,19 +200,24 @@ def test_git_repository_above_the_project_is_found(tmp_path):
     assert tmp_path / ".git" / "refs" / "heads" / "main" in files
 
 
-def test_code_and_outside_paths_count(project, tmp_path):
-    outside = tmp_path / "shared" / "README.md"
+def test_code_and_files_outside_the_project_count(project, tmp_path):
+    outside = tmp_path / "shared" / "VERSION.py"
     outside.parent.mkdir()
     outside.write_text("readme")
+    inputs = uptodate.Inputs((outside,))
     code = tmp_path / "adapter"
     code.mkdir()
     (code / "builder.py").write_text("")
-    before = fp(project, extra_paths=[outside.parent], code=[code])
+    before = fp(project, inputs=inputs, code=[code])
     outside.write_text("readme, longer")
-    middle = fp(project, extra_paths=[outside.parent], code=[code])
+    middle = fp(project, inputs=inputs, code=[code])
     assert middle != before
     (code / "builder.py").write_text("changed = True\n")
-    assert fp(project, extra_paths=[outside.parent], code=[code]) != middle
+    after = fp(project, inputs=inputs, code=[code])
+    assert after != middle
+    (code / "__pycache__").mkdir()  # Python's bytecode beside the code: not an input
+    (code / "__pycache__" / "builder.cpython-311.pyc").write_bytes(b"pyc")
+    assert fp(project, inputs=inputs, code=[code]) == after
 
 
 def test_record_matches_only_with_the_same_fingerprint_and_watched_files(project, tmp_path):
@@ -251,7 +278,15 @@ def test_local_inputs_of_each_base_transport(tmp_path):
     assert local_inputs("registry.invalid/base:1", linux, store, "always") is None
 
 
-def test_a_file_changed_again_within_the_clock_tick_is_caught_by_content(project, tmp_path):
+def test_a_file_changed_again_within_the_clock_tick_is_caught_by_content(
+    project, tmp_path, monkeypatch
+):
+    # A second write within one tick of the kernel's clock keeps every time of the file;
+    # stats whose change time is the modification time, restored below, stand for that.
+    def key(st: os.stat_result) -> list[int]:
+        return [st.st_size, st.st_mtime_ns, st.st_mtime_ns, st.st_ino, st.st_mode]
+
+    monkeypatch.setattr(uptodate, "_key", key)
     source = project / "src" / "app" / "__init__.py"
     source.write_text("X = 1\n")  # just now: within the racy window
     current = taken(project)
@@ -262,10 +297,8 @@ def test_a_file_changed_again_within_the_clock_tick_is_caught_by_content(project
     uptodate.save(record, current, [], "app:1", "sha256:" + "2" * 64, archive)
     assert uptodate.up_to_date(record, taken(project)) is not None
 
-    # Rewritten in place, same size, and the same modification time to the nanosecond:
-    # what a second save within one tick of a coarse clock looks like.
     st = source.stat()
-    with open(source, "r+") as f:
+    with open(source, "r+") as f:  # rewritten in place, same size and times
         f.write("X = 2\n")
     os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
     again = taken(project)
@@ -273,57 +306,144 @@ def test_a_file_changed_again_within_the_clock_tick_is_caught_by_content(project
     assert uptodate.up_to_date(record, again) is None
 
 
-def test_files_changed_long_ago_are_not_read(project):
-    source = project / "src" / "app" / "__init__.py"
-    old = source.stat().st_mtime_ns - 60 * 10**9
-    for path in [p for p in project.rglob("*") if p.is_file()]:
-        os.utime(path, ns=(old, old))
+def test_files_changed_long_ago_are_not_read(project, monkeypatch):
+    monkeypatch.setattr(uptodate, "RACY_NS", 50_000_000)  # a finer clock, not to wait 2 s
+    time.sleep(0.1)
     recent = taken(project).recent  # (this package's own files may be fresh from an edit)
     assert [path for path in recent if path.startswith(str(project))] == []
 
 
+def hatch_project(root: Path, pyproject: str) -> Path:
+    (root / "src" / "app").mkdir(parents=True)
+    (root / "src" / "app" / "__init__.py").write_text('__version__ = "1.0"\n')
+    (root / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n' + pyproject
+    )
+    return root
+
+
+def hatch_fingerprint(root: Path, env: dict[str, str] | None = None) -> str | None:
+    """The Hatch route's fingerprint of ``root`` (None: the build is not checked), with
+    ``env`` as the process environment."""
+    from hatch_buildpacks.builder import ImageBuilder
+
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        current, _ = uptodate.check(root / "record.json", ImageBuilder(str(root))._take)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return None if current is None else current.digest
+
+
+HOOK = """
+import os
+from hatchling.metadata.plugin.interface import MetadataHookInterface
+
+class Hook(MetadataHookInterface):
+    def update(self, metadata):
+        metadata["description"] = os.environ.get("APP_DESCRIPTION", "none")
+"""
+
+
 @pytest.mark.parametrize(
-    ("extra", "watchable"),
+    ("extra", "checked"),
     [
         ("", True),
         ('[tool.hatch.build.targets.wheel.hooks.custom]\npath = "hook.py"\n', False),
         ('[tool.hatch.build.hooks.custom]\npath = "hook.py"\n', False),
-        ('[tool.hatch.metadata.hooks.custom]\npath = "hook.py"\n', False),
+        ('[tool.hatch.build.targets.image.hooks.custom]\npath = "hook.py"\n', False),
         ("[tool.hatch.build.targets.wheel]\nforce-include = 7\n", False),  # bad: Hatch reports
     ],
-    ids=["plain", "wheel-hook", "build-hook", "metadata-hook", "bad-config"],
+    ids=["plain", "wheel-hook", "build-hook", "image-hook", "bad-config"],
 )
-def test_hatch_builds_that_run_code_are_never_skipped(tmp_path, extra, watchable):
-    from hatch_buildpacks.builder import ImageBuilder
+def test_hatch_builds_that_run_build_hooks_are_never_skipped(tmp_path, extra, checked):
+    root = hatch_project(tmp_path / "app", '[project]\nname = "app"\nversion = "1"\n' + extra)
+    (root / "hook.py").write_text("")
+    assert (hatch_fingerprint(root) is not None) == checked
 
-    root = tmp_path / "app"
-    (root / "src" / "app").mkdir(parents=True)
-    (root / "src" / "app" / "__init__.py").write_text("")
-    (root / "pyproject.toml").write_text(
-        '[project]\nname = "app"\nversion = "1"\n'
-        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n' + extra
+
+def test_hatch_metadata_from_a_hook_is_part_of_the_fingerprint(tmp_path):
+    root = hatch_project(
+        tmp_path / "app",
+        '[project]\nname = "app"\nversion = "1"\ndynamic = ["description"]\n'
+        '[tool.hatch.metadata.hooks.custom]\npath = "hook.py"\n',
     )
-    taken = ImageBuilder(str(root))._take_fingerprint(root / "dist")
-    assert (taken is not None) == watchable
+    (root / "hook.py").write_text(HOOK)
+    first = hatch_fingerprint(root, {"APP_DESCRIPTION": "one"})
+    assert first is not None
+    assert hatch_fingerprint(root, {"APP_DESCRIPTION": "one"}) == first
+    assert hatch_fingerprint(root, {"APP_DESCRIPTION": "two"}) != first
 
 
 @pytest.mark.parametrize(
-    ("version", "watchable"),
+    ("version", "change"),
     [
-        ('[tool.hatch.version]\npath = "src/app/__init__.py"\n', True),  # regex: a file
-        ('[tool.hatch.version]\nsource = "vcs"\n', False),  # git describe, dates
-        ('[tool.hatch.version]\nsource = "env"\nvariable = "APP_VERSION"\n', False),
+        (
+            '[tool.hatch.version]\npath = "src/app/__init__.py"\n',
+            lambda root: (root / "src" / "app" / "__init__.py").write_text('__version__ = "2"\n'),
+        ),
+        (
+            '[tool.hatch.version]\npath = "../VERSION.py"\n',  # a monorepo's shared file
+            lambda root: (root.parent / "VERSION.py").write_text('__version__ = "2.0"\n'),
+        ),
+        (
+            '[tool.hatch.version]\nsource = "env"\nvariable = "APP_VERSION"\n',
+            lambda root: os.environ.__setitem__("APP_VERSION", "2.0"),
+        ),
+        (
+            '[tool.hatch.version]\nsource = "code"\npath = "version.py"\n',
+            lambda root: os.environ.__setitem__("APP_BUILD", "2"),
+        ),
     ],
-    ids=["regex", "vcs", "env"],
+    ids=["regex", "outside-root", "env", "code-reading-env"],
 )
-def test_hatch_versions_from_files_only_are_watched(tmp_path, version, watchable):
+def test_hatch_versions_from_any_source_are_part_of_the_fingerprint(
+    tmp_path, monkeypatch, version, change
+):
+    monkeypatch.setenv("APP_VERSION", "1.0")
+    monkeypatch.delenv("APP_BUILD", raising=False)
+    root = hatch_project(
+        tmp_path / "app", '[project]\nname = "app"\ndynamic = ["version"]\n' + version
+    )
+    (tmp_path / "VERSION.py").write_text('__version__ = "1.0"\n')
+    (root / "version.py").write_text(
+        'import os\n__version__ = "1." + os.environ.get("APP_BUILD", "0")\n'
+    )
+    os.utime(tmp_path / "VERSION.py", ns=(0, 0))  # old: only its stats can tell
+    first = hatch_fingerprint(root)
+    assert first is not None and hatch_fingerprint(root) == first
+    change(root)
+    assert hatch_fingerprint(root) != first
+
+
+def test_hatch_view_holds_what_the_wheel_reads(tmp_path):
     from hatch_buildpacks.builder import ImageBuilder
 
-    root = tmp_path / "app"
-    (root / "src" / "app").mkdir(parents=True)
-    (root / "src" / "app" / "__init__.py").write_text('__version__ = "1.0"\n')
-    (root / "pyproject.toml").write_text(
-        '[project]\nname = "app"\ndynamic = ["version"]\n' + version
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / ".gitignore").write_text("*.log\n")
+    (repo / "shared.txt").write_text("forced in from outside the project\n")
+    root = hatch_project(
+        repo / "services" / "app",
+        '[project]\nname = "app"\nversion = "1"\nlicense-files = ["LICENSE"]\n'
+        "[tool.hatch.build.targets.wheel]\n"
+        'packages = ["src/app"]\n'
+        '[tool.hatch.build.targets.wheel.force-include]\n"../../shared.txt" = "app/shared.txt"\n'
+        '[tool.hatch.build.targets.wheel.shared-data]\n"share" = "share"\n',
     )
-    taken = ImageBuilder(str(root))._take_fingerprint(root / "dist")
-    assert (taken is not None) == watchable
+    (root / "LICENSE").write_text("MIT\n")
+    (root / "share").mkdir()
+    (root / "share" / "app.conf").write_text("")
+    (root / "src" / "app" / "debug.log").write_text("ignored by the repository\n")
+    inputs = ImageBuilder(str(root))._wheel_inputs()
+    files = {str(p.relative_to(tmp_path)) for p in inputs.files}
+    assert files == {
+        "repo/.gitignore",
+        "repo/shared.txt",
+        "repo/services/app/LICENSE",
+        "repo/services/app/share/app.conf",
+        "repo/services/app/src/app/__init__.py",
+    }
+    assert "Version: 1" in inputs.values["metadata"]
