@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -395,3 +396,112 @@ def test_checked_builds_equal_forced_full_builds_over_random_changes(tmp_path, b
     assert skipped_after_nothing and all(skipped_after_nothing), f"UPTODATE_SEED={seed}"
     assert len(done) >= 200
     shutil.rmtree(tmp_path / "repo")
+
+
+# The same check on the command line's and the setuptools backend's routes, whose backend is
+# not known: keyed on the wheel it built (or a source application's files) and the config.
+
+
+def cli_build(
+    root: Path, out: Path, overrides: dict[str, object] | None = None
+) -> tuple[bool, str]:
+    """(ran the full build, image digest) of ``buildpacks build`` (its core, in-process)."""
+    from buildpacks import frontend
+
+    lines: list[str] = []
+    result = frontend.build_project(root, out, overrides or {}, lines.append)
+    assert testbed.read_archive_manifest(result.archive)[0] == result.digest
+    return "===> DETECTING" in lines, result.digest
+
+
+@pytest.mark.parametrize("shape", ["hatchling", "source-application"])
+def test_the_command_line_skips_only_what_a_full_build_would_give_again(
+    bed, monkeypatch, tmp_path, shape
+):
+    for name, value in bed.env.items():
+        if name.startswith("BP_"):
+            monkeypatch.setenv(name, value)
+    if shape == "hatchling":
+        root = bed.root("app1")
+        source = root / "src" / "app1" / "__init__.py"
+    else:
+        root = tmp_path / "plain"
+        write(root / "app.py", "print('hello')\n")
+        write(root / "lib" / "helper.py", "def main():\n    print('hello')\n")
+        write(root / "Procfile", "web: python app.py\n")
+        write(root / ".python-version", "3.11\n")
+        source = root / "lib" / "helper.py"
+
+    def forced() -> str:
+        # Outside the project: a source application's image holds every other directory.
+        shutil.rmtree(tmp_path / "forced", ignore_errors=True)
+        monkeypatch.setenv("BP_CACHE_DIR", str(tmp_path / "forced-cache"))  # no record
+        try:
+            return cli_build(root, tmp_path / "forced")[1]
+        finally:
+            monkeypatch.setenv("BP_CACHE_DIR", bed.env["BP_CACHE_DIR"])
+
+    ran, first = cli_build(root, root / "dist")
+    assert ran
+    assert cli_build(root, root / "dist") == (False, first)
+    # A command-line flag is part of the inputs.
+    ran, flagged = cli_build(root, root / "dist", {"env": {"GREETING": "hi"}})
+    assert ran and flagged != first
+    assert cli_build(root, root / "dist", {"env": {"GREETING": "hi"}}) == (False, flagged)
+    # Rewritten in place, same size and modification time.
+    rewrite_keeping_size_and_mtime("inplace", source, source.read_text().upper(), tmp_path)
+    ran, rewritten = cli_build(root, root / "dist")
+    assert ran and rewritten not in (first, flagged)
+    assert rewritten == forced()
+    assert cli_build(root, root / "dist") == (False, rewritten)
+
+
+SETUPTOOLS_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=65"]
+build-backend = "setuptools_buildpacks.build_meta"
+
+[project]
+name = "tool-app"
+version = "1.0"
+requires-python = ">=3.11"
+
+[project.scripts]
+tool-app = "tool_app:main"
+"""
+
+
+def test_the_setuptools_backend_skips_an_up_to_date_image(tmp_path, base_image):
+    root = tmp_path / "tool-app"
+    write(root / "pyproject.toml", SETUPTOOLS_PYPROJECT)
+    write(root / ".python-version", "3.11\n")
+    source = root / "src" / "tool_app" / "__init__.py"
+    write(source, "def main():\n    print('hello')\n")
+    # setuptools stamps the wheel's entries with the files' times (egg-info is rewritten on
+    # every build) unless SOURCE_DATE_EPOCH is set.
+    env = testbed.clean_env(
+        BP_BASE_IMAGE=base_image,
+        BP_CACHE_DIR=str(tmp_path / "cache"),
+        SOURCE_DATE_EPOCH="1700000000",
+    )
+
+    def build() -> tuple[bool, str]:
+        # Without isolation: an isolated build runs in a new environment each time, whose
+        # code the check cannot know to be the same, so it always runs in full.
+        command = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "-C", "image=true"]
+        result = subprocess.run(
+            [*command, str(root)], env=env, capture_output=True, text=True, check=False
+        )
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        digest = testbed.read_archive_manifest(root / "dist" / "tool-app-1.0.tar")[0]
+        assert f"Digest: {digest}" in out
+        return "is up to date" not in out, digest
+
+    ran, first = build()
+    assert ran
+    assert build() == (False, first)
+    source.write_text(source.read_text().replace("hello", "HELLO"))
+    ran, edited = build()
+    assert ran and edited != first
+    assert build() == (False, edited)
