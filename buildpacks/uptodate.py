@@ -225,8 +225,10 @@ def fingerprint(
         "python": [sys.executable, sys.version],
         "env": environment(env),
         # Installing, upgrading or removing any package (uv, hatchling, ...) renames a
-        # .dist-info entry, which changes its directory's modification time.
-        "installed": {p: stat_key(Path(p)) for p in sys.path if p},
+        # .dist-info entry, which changes its directory's modification time. (The project's
+        # root, where a build backend runs, is on the path too: its files are watched above,
+        # and an output directory made in it is no input.)
+        "installed": {p: stat_key(Path(p)) for p in sys.path if p and Path(p).resolve() != root},
         "values": inputs.values,
         **files,
     }

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +121,14 @@ def test_files_the_build_does_not_read_do_not_change_it(project, change):
     before = fp(project)
     change(project)
     assert fp(project) == before
+
+
+def test_a_new_environment_changes_it(project, tmp_path, monkeypatch):
+    # What an isolated PEP 517 build gets on every run: packages installed anew elsewhere.
+    before = fp(project)
+    (tmp_path / "site-packages").mkdir()
+    monkeypatch.setattr("sys.path", [*sys.path, str(tmp_path / "site-packages")])
+    assert fp(project) != before
 
 
 def test_environment_variables_a_build_reads_count_others_do_not(project):
@@ -429,11 +438,12 @@ def test_hatch_view_holds_what_the_wheel_reads(tmp_path):
         repo / "services" / "app",
         '[project]\nname = "app"\nversion = "1"\nlicense-files = ["LICENSE"]\n'
         "[tool.hatch.build.targets.wheel]\n"
-        'packages = ["src/app"]\n'
+        'packages = ["src/app"]\nsbom-files = ["sbom.json"]\n'
         '[tool.hatch.build.targets.wheel.force-include]\n"../../shared.txt" = "app/shared.txt"\n'
         '[tool.hatch.build.targets.wheel.shared-data]\n"share" = "share"\n',
     )
     (root / "LICENSE").write_text("MIT\n")
+    (root / "sbom.json").write_text("{}")
     (root / "share").mkdir()
     (root / "share" / "app.conf").write_text("")
     (root / "src" / "app" / "debug.log").write_text("ignored by the repository\n")
@@ -443,6 +453,7 @@ def test_hatch_view_holds_what_the_wheel_reads(tmp_path):
         "repo/.gitignore",
         "repo/shared.txt",
         "repo/services/app/LICENSE",
+        "repo/services/app/sbom.json",
         "repo/services/app/share/app.conf",
         "repo/services/app/src/app/__init__.py",
     }

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.e2e
 
 STEPS = 200
 TOKEN = "tok-3f9a1c77e2b54d"
+PADDING = "# padding: "
 PYPROJECT = """\
 [build-system]
 requires = ["hatchling"]
@@ -136,12 +137,16 @@ def make_bed(tmp_path: Path, base_image: str) -> Bed:
         )
         write(root / "README.md", f"# {name}\n")
         write(root / ".python-version", "3.11\n")  # the local base's
-        write(root / "src" / name / "__init__.py", "def main():\n    print('hello')\n")
-        write(root / "src" / name / "data.txt", "data\n")
+        write(
+            root / "src" / name / "__init__.py",
+            f"def main():\n    print('hello')\n\n{PADDING}aaaaaaaa\n",
+        )
+        write(root / "src" / name / "data.txt", f"data\n{PADDING}aaaaaaaa\n")
         write(root / "src" / name / "secret.txt", TOKEN + "\n")
     write(
         repo / "services" / "app2" / "src" / "app2" / "_version.py",
-        'import os\n\n__version__ = "2.0." + os.environ.get("APP2_LOCAL", "0")\n',
+        'import os\n\n__version__ = "2.0." + os.environ.get("APP2_LOCAL", "0")\n'
+        f"{PADDING}aaaaaaaa\n",
     )
     bed = Bed(
         repo,
@@ -269,10 +274,11 @@ def mutations(bed: Bed) -> dict[str, Callable[[random.Random], None]]:
             f.write(f"# edit {rng.randrange(10**6)}\n")
 
     def rewrite_in_place(rng: random.Random) -> None:
+        # One letter of the file's padding comment changed: the code still runs.
         path = source(rng)
         data = bytearray(path.read_bytes())
-        at = rng.randrange(len(data))
-        data[at] = ord(rng.choice("abcdefgh")) if data[at] != ord("\n") else data[at]
+        at = data.index(PADDING.encode()) + len(PADDING) + rng.randrange(8)
+        data[at] = ord(rng.choice("abcdefgh"))
         st = path.stat()
         with path.open("r+b") as f:
             f.write(bytes(data))
@@ -325,7 +331,7 @@ def mutations(bed: Bed) -> dict[str, Callable[[random.Random], None]]:
         bed.counter += 1
         kind = rng.choice(["debug-{}.log", "extra_{}.py", "notes-{}.txt"])
         path = bed.root(name) / "src" / name / kind.format(bed.counter)
-        path.write_text(f"# {TOKEN} {bed.counter}\n")
+        path.write_text(f"# {TOKEN} {bed.counter}\n{PADDING}aaaaaaaa\n")
         bed.added.append(path)
 
     def remove_file(rng: random.Random) -> None:
@@ -449,7 +455,8 @@ def test_the_command_line_skips_only_what_a_full_build_would_give_again(
     assert ran and flagged != first
     assert cli_build(root, root / "dist", {"env": {"GREETING": "hi"}}) == (False, flagged)
     # Rewritten in place, same size and modification time.
-    rewrite_keeping_size_and_mtime("inplace", source, source.read_text().upper(), tmp_path)
+    text = source.read_text().replace("hello", "HELLO")
+    rewrite_keeping_size_and_mtime("inplace", source, text, tmp_path)
     ran, rewritten = cli_build(root, root / "dist")
     assert ran and rewritten not in (first, flagged)
     assert rewritten == forced()
