@@ -1,6 +1,7 @@
 """Building any project from the command line or a PEP 517 backend: metadata first (static
 when ``pyproject.toml`` has it, so bad input fails before anything is built), then the wheel
-through the project's own build backend, then the lifecycle. An application with no
+through the project's own build backend, then the lifecycle, skipped when the up-to-date
+check proves it would give the image already built. An application with no
 ``pyproject.toml`` is built from its source tree."""
 
 from __future__ import annotations

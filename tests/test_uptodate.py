@@ -373,6 +373,17 @@ def test_hatch_builds_that_run_build_hooks_are_never_skipped(tmp_path, extra, ch
     assert (hatch_fingerprint(root) is not None) == checked
 
 
+def test_hatch_dependencies_formatted_from_the_environment_are_part_of_it(tmp_path):
+    root = hatch_project(
+        tmp_path / "app",
+        '[project]\nname = "app"\nversion = "1"\ndependencies = ["pkg=={env:PKG_VERSION:1.0}"]\n',
+    )
+    first = hatch_fingerprint(root, {"PKG_VERSION": "1.0"})
+    assert first is not None
+    assert hatch_fingerprint(root, {"PKG_VERSION": "1.0"}) == first
+    assert hatch_fingerprint(root, {"PKG_VERSION": "2.0"}) != first
+
+
 def test_hatch_metadata_from_a_hook_is_part_of_the_fingerprint(tmp_path):
     root = hatch_project(
         tmp_path / "app",
@@ -457,4 +468,4 @@ def test_hatch_view_holds_what_the_wheel_reads(tmp_path):
         "repo/services/app/share/app.conf",
         "repo/services/app/src/app/__init__.py",
     }
-    assert "Version: 1" in inputs.values["metadata"]
+    assert inputs.values["metadata"]["version"] == "1"
