@@ -125,6 +125,17 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+def private_base(base_image: str, directory: Path) -> str:
+    """The shared local base as a layout of this test's own, its blobs shared: the check
+    watches a layout's index.json, which other processes on the machine may touch."""
+    layout, tag = base_image.removeprefix("oci-layout:").rsplit(":", 1)
+    directory.mkdir()
+    for name in ("index.json", "oci-layout"):
+        shutil.copyfile(Path(layout) / name, directory / name)
+    (directory / "blobs").symlink_to(Path(layout) / "blobs")
+    return f"oci-layout:{directory}:{tag}"
+
+
 def make_bed(tmp_path: Path, base_image: str) -> Bed:
     repo = tmp_path / "repo"
     write(repo / ".gitignore", "*.log\nforced/\ndist/\n")
@@ -150,7 +161,10 @@ def make_bed(tmp_path: Path, base_image: str) -> Bed:
     )
     bed = Bed(
         repo,
-        testbed.clean_env(BP_BASE_IMAGE=base_image, BP_CACHE_DIR=str(tmp_path / "cache")),
+        testbed.clean_env(
+            BP_BASE_IMAGE=private_base(base_image, tmp_path / "base"),
+            BP_CACHE_DIR=str(tmp_path / "cache"),
+        ),
     )
     bed.git("init", "-q", "-b", "main")
     bed.git("add", "-A")
@@ -487,7 +501,7 @@ def test_the_setuptools_backend_skips_an_up_to_date_image(tmp_path, base_image):
     # setuptools stamps the wheel's entries with the files' times (egg-info is rewritten on
     # every build) unless SOURCE_DATE_EPOCH is set.
     env = testbed.clean_env(
-        BP_BASE_IMAGE=base_image,
+        BP_BASE_IMAGE=private_base(base_image, tmp_path / "base"),
         BP_CACHE_DIR=str(tmp_path / "cache"),
         SOURCE_DATE_EPOCH="1700000000",
     )
