@@ -122,11 +122,20 @@ def _key(st: os.stat_result) -> list[int]:
 
 
 def stat_key(path: Path) -> list[int] | None:
-    """Size, modification and change times, inode and mode; None for a missing path."""
+    """Size, modification and change times, inode and mode; None for a missing path. A
+    symbolic link adds its own inode and change time to its target's (zeros when dangling):
+    hatchling reads through it, a source application's image keeps the link itself."""
     try:
-        return _key(os.stat(path))
+        link = os.lstat(path)
     except OSError:
         return None
+    if not stat.S_ISLNK(link.st_mode):
+        return _key(link)
+    try:
+        target = _key(os.stat(path))
+    except OSError:
+        target = [0, 0, 0, 0, 0]
+    return [*target, link.st_ino, link.st_ctime_ns]
 
 
 def code_files(paths: Iterable[Path]) -> dict[str, list[int] | None]:

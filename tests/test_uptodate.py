@@ -99,6 +99,23 @@ def test_a_change_to_what_the_build_reads_changes_the_fingerprint(project, monke
     assert fp(project) != before
 
 
+def test_a_symbolic_link_pointed_elsewhere_changes_it(project, tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).write_text("same\n")
+    link = project / "src" / "app" / "link.py"
+    link.symlink_to(tmp_path / "a")
+    before = fp(project)
+    link.unlink()
+    link.symlink_to(tmp_path / "b")
+    assert fp(project) != before
+    link.unlink()
+    link.symlink_to(tmp_path / "missing")  # dangling: kept as a link in a source image
+    dangling = fp(project)
+    link.unlink()
+    link.symlink_to(tmp_path / "missing-too")
+    assert fp(project) != dangling
+
+
 def test_a_change_the_builder_resolves_changes_the_fingerprint(project):
     files = sources(project).files
     before = fp(project, inputs=uptodate.Inputs(files, {"metadata": "Version: 1"}))
