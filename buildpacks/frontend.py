@@ -28,15 +28,27 @@ from buildpacks.project import (
 
 def build_wheel(root: Path, out_dir: Path) -> Path:
     """Build the project's wheel with its own PEP 517 backend (through ``uv build``)."""
+    # Not --quiet: that silences the backend's own output, which is the error a user needs.
     result = subprocess.run(
-        [find_uv_bin(), "build", "--wheel", "--quiet", "--out-dir", str(out_dir), str(root)],
+        [find_uv_bin(), "build", "--wheel", "--out-dir", str(out_dir), str(root)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     wheels = sorted(out_dir.glob("*.whl"))
     if result.returncode != 0 or not wheels:
-        tail = " ".join(result.stderr.strip().splitlines()[-3:])
-        raise BuildError(f"building the wheel of {root} failed: {tail}")
+        raise BuildError(wheel_failure(root, result.stdout + result.stderr))
     return wheels[0]
+
+
+def wheel_failure(root: Path, output: str) -> str:
+    """The message of a failed wheel build: one line, then the backend's whole output
+    (uv's progress lines left out), indented so that no line of it reads as our error."""
+    lines = [
+        line
+        for line in redact(output).rstrip().splitlines()
+        if line.strip() and not line.startswith("Building ")
+    ]
+    shown = "\n".join(f"  | {line}" for line in lines) or "  | (no output)"
+    return f"building the wheel of {root} with its build backend failed; its output:\n{shown}"
 
 
 def known_project(root: Path) -> Project | None:
@@ -96,6 +108,8 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "extra-index-urls": list(config.extra_index_urls),
         "daemon": config.daemon,
         "cache-image": config.cache_image,
+        "clear-cache": config.clear_cache,
+        "creation-time": config.creation_time,
         "cache-dir": str(config.cache_dir),
     }
     missing = {o.key for o in build_config.OPTIONS} - set(values)
