@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from buildpacks.cnb import LIFECYCLE
 from buildpacks.errors import BuildError
-from buildpacks.inspect import LIFECYCLE
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import ImageSource
