@@ -140,7 +140,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     root = Path(args.path).resolve()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        config, _ = frontend.resolve_project(root, root / "dist", _overrides(args), Path(tmp))
+        config, _ = frontend.resolve_project(
+            root, root / "dist", _overrides(args), Path(tmp), _stderr
+        )
     print("\n".join(frontend.describe(config)))
     return 0
 

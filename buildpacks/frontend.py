@@ -26,8 +26,9 @@ from buildpacks.project import (
 )
 
 
-def build_wheel(root: Path, out_dir: Path) -> Path:
-    """Build the project's wheel with its own PEP 517 backend (through ``uv build``)."""
+def build_wheel(root: Path, out_dir: Path, log: Callable[[str], None]) -> Path:
+    """Build the project's wheel with its own PEP 517 backend (through ``uv build``); when it
+    fails, the backend's whole output goes to ``log`` before the one-line error."""
     # Not --quiet: that silences the backend's own output, which is the error a user needs.
     result = subprocess.run(
         [find_uv_bin(), "build", "--wheel", "--out-dir", str(out_dir), str(root)],
@@ -35,20 +36,32 @@ def build_wheel(root: Path, out_dir: Path) -> Path:
     )  # fmt: skip
     wheels = sorted(out_dir.glob("*.whl"))
     if result.returncode != 0 or not wheels:
-        raise BuildError(wheel_failure(root, result.stdout + result.stderr))
+        lines = backend_output(result.stdout + result.stderr)
+        for line in lines:
+            log(f"  | {line}")
+        raise BuildError(
+            f"building the wheel of {root} with its build backend failed: "
+            f"{backend_error(lines)} (the backend's output is above)"
+        )
     return wheels[0]
 
 
-def wheel_failure(root: Path, output: str) -> str:
-    """The message of a failed wheel build: one line, then the backend's whole output
-    (uv's progress lines left out), indented so that no line of it reads as our error."""
-    lines = [
+def backend_output(output: str) -> list[str]:
+    """What ``uv build`` printed, without its progress lines and with URL credentials hidden."""
+    return [
         line
         for line in redact(output).rstrip().splitlines()
         if line.strip() and not line.startswith("Building ")
     ]
-    shown = "\n".join(f"  | {line}" for line in lines) or "  | (no output)"
-    return f"building the wheel of {root} with its build backend failed; its output:\n{shown}"
+
+
+def backend_error(lines: list[str]) -> str:
+    """The backend's own last word: the line before uv's ``error:`` summary (an exception's
+    message, a compiler's last error), else uv's summary itself."""
+    summary = next((i for i, line in enumerate(lines) if line.startswith("error:")), len(lines))
+    if summary > 0:
+        return lines[summary - 1].strip()
+    return lines[summary].removeprefix("error:").strip() if lines else "no output"
 
 
 def known_project(root: Path) -> Project | None:
@@ -60,7 +73,11 @@ def known_project(root: Path) -> Project | None:
 
 
 def resolve_project(
-    root: Path, output_dir: Path, overrides: Mapping[str, Any], work: Path
+    root: Path,
+    output_dir: Path,
+    overrides: Mapping[str, Any],
+    work: Path,
+    log: Callable[[str], None],
 ) -> tuple[build_config.BuildConfig, Path | None]:
     """The validated configuration and the wheel (None for a source application)."""
     project = known_project(root)
@@ -68,7 +85,7 @@ def resolve_project(
         config = build_config.resolve(project, output_dir, overrides=overrides)  # fails early
         if project.version == "latest" and not (root / "pyproject.toml").exists():
             return config, None
-    wheel = build_wheel(root, work)
+    wheel = build_wheel(root, work, log)
     project = project_from_wheel(root, wheel)
     return build_config.resolve(project, output_dir, overrides=overrides), wheel
 
@@ -83,7 +100,7 @@ def build_project(
     if not root.is_dir():
         raise BuildError(f"{root}: not a directory")
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        config, wheel = resolve_project(root, output_dir, overrides, Path(tmp))
+        config, wheel = resolve_project(root, output_dir, overrides, Path(tmp), log)
         return build_image(config, wheel, log=log)
 
 

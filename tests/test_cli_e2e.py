@@ -79,8 +79,14 @@ def test_failed_wheel_build_shows_the_backends_own_error(session_dir, hatch_env)
     )
     (project / "setup.py").write_text('raise RuntimeError("custom failure: missing foo.h")\n')
     result = testbed.cli("build", str(project), env=hatch_env)
-    _one_error(result, "with its build backend failed; its output:", project)
-    assert "  | RuntimeError: custom failure: missing foo.h" in result.stderr
+    _one_error(
+        result,
+        "with its build backend failed: RuntimeError: custom failure: missing foo.h",
+        project,
+    )
+    out = result.stdout + result.stderr
+    assert "  | RuntimeError: custom failure: missing foo.h" in out  # the whole output, above
+    assert '  |   File "<string>", line 1, in <module>' in out
 
 
 def test_build_with_pack_style_flags(session_dir, hatch_env, registry, base_image, podman):
