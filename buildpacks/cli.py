@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -17,28 +18,131 @@ from buildpacks.lifecycle import rebase
 from buildpacks.oci import registry
 from buildpacks.oci.archive import write_archive
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.layer import source_date_epoch
 from buildpacks.oci.model import Layer, Platform, RegistryOptions
 from buildpacks.oci.reference import Reference
 from buildpacks.oci.source import TRANSPORTS, open_image, open_source
 from buildpacks.progress import Transfers
 
+DESCRIPTION = (
+    "Build a production OCI image of a Python project, without a Dockerfile or a Docker "
+    "daemon, the Cloud Native Buildpacks way; inspect, rebase and read the SBOM of such images."
+)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Flags besides --KEY, under the names pack and Spring Boot users know.
+FLAG_ALIASES = {
+    "base-image": ("--run-image",),
+    "tags": ("--tag", "-t"),
+    "default-process": ("-D",),
+    "env": ("--env",),
+    "processes": ("--process",),
+}
+TABLE_FLAGS = {
+    "env": (
+        "KEY=VALUE",
+        "an environment variable of the running image (pack's --env sets the build's instead)",
+    ),
+    "processes": ("TYPE=COMMAND", "a process type and its shell command"),
+}
+
+
+def _pairs(key: str, items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` flags as a table; a flag without ``=`` or with a bad name is refused."""
+    placeholder, _ = TABLE_FLAGS[key]
+    flag = FLAG_ALIASES[key][0]
+    table: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BuildError(f"{flag} {item!r}: write it as {placeholder}")
+        if key == "env" and not _ENV_NAME.match(name):
+            raise BuildError(
+                f"{flag} {item!r}: {name!r} is not an environment variable name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+        table[name] = value
+    return table
+
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {o.key: getattr(args, o.key.replace("-", "_")) for o in build_config.OPTIONS}
+    """The settings given as flags (None: not given)."""
+    out: dict[str, Any] = {}
+    for option in build_config.OPTIONS:
+        value = getattr(args, _dest(option.key))
+        if value is not None and option.kind is dict:
+            value = _pairs(option.key, value)
+        elif value is not None and option.kind is list:
+            value = [part.strip() for item in value for part in item.split(",") if part.strip()]
+        out[option.key] = value
+    return out
+
+
+def _dest(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def _add_settings(command: argparse.ArgumentParser) -> None:
+    """A flag per setting: switches for booleans, repeatable flags for lists and tables."""
+    for option in build_config.OPTIONS:
+        where = option.env or "pyproject only"
+        names = (f"--{option.key}", *FLAG_ALIASES.get(option.key, ()))
+        if option.kind is dict:
+            placeholder, meaning = TABLE_FLAGS[option.key]
+            command.add_argument(
+                *FLAG_ALIASES[option.key],
+                dest=_dest(option.key),
+                action="append",
+                metavar=placeholder,
+                help=f"{meaning}; repeat for more [{option.key} in pyproject]",
+            )
+        elif option.kind is list:
+            command.add_argument(
+                *names,
+                dest=_dest(option.key),
+                action="append",
+                metavar="VALUE[,VALUE]",
+                help=f"{option.help}; repeatable [{where}]",
+            )
+        elif option.kind is bool:
+            command.add_argument(
+                f"--{option.key}",
+                dest=_dest(option.key),
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{option.help} [{where}]",
+            )
+        else:
+            command.add_argument(
+                *names,
+                dest=_dest(option.key),
+                metavar=_dest(option.key).upper(),
+                help=f"{option.help} [{where}]",
+            )
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     root = Path(args.path).resolve()
     output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
-    frontend.build_project(root, output, _overrides(args), lambda line: print(line, flush=True))
+    overrides = _overrides(args)
+    result = frontend.build_project(root, output, overrides, lambda line: print(line, flush=True))
+    if args.sbom_output_dir:
+        # A store of its own: the SBOM layer is copied out of the archive, not into a cache.
+        with (
+            tempfile.TemporaryDirectory(prefix="buildpacks-sbom-") as tmp,
+            open_source(
+                f"oci-archive:{result.archive}", result.platform, BlobStore(Path(tmp))
+            ) as source,
+        ):
+            for path in sbom.extract(source, Path(args.sbom_output_dir)):
+                print(f"SBOM: {path}")
     return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     root = Path(args.path).resolve()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        config, _ = frontend.resolve_project(root, root / "dist", _overrides(args), Path(tmp))
+        config, _ = frontend.resolve_project(
+            root, root / "dist", _overrides(args), Path(tmp), _stderr
+        )
     print("\n".join(frontend.describe(config)))
     return 0
 
@@ -120,7 +224,7 @@ def cmd_rebase(args: argparse.Namespace) -> int:
         image = rebase.rebase(source, new_base, layer, args.force)
         name = source.name or args.ref
     if output is not None:
-        write_archive(image, output, name, source_date_epoch())
+        write_archive(image, output, name, build_config.source_date_epoch())
         print(f"Archive: {output}")
     if args.publish:
         target = Reference.parse(args.ref)
@@ -139,26 +243,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="buildpacks", description=__doc__)
+    top = _Parser(prog="buildpacks", description=DESCRIPTION)
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build the image of a Python project")
+    build = sub.add_parser(
+        "build",
+        help="build the image of a Python project",
+        description="Build the image of a Python project (any PEP 517 project, or a directory "
+        "of application source) into PATH/dist. Flags override [tool.buildpacks] and BP_*.",
+    )
     build.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
     build.add_argument("--output-dir", help="where the image archive goes (default: PATH/dist)")
-    for option in build_config.OPTIONS:
-        build.add_argument(
-            f"--{option.key}", help=f"{option.help} [{option.env or 'pyproject only'}]"
-        )
+    build.add_argument(
+        "--sbom-output-dir",
+        metavar="DIR",
+        help="also write the image's SBOM files (sbom.cdx.json, sbom.spdx.json) into DIR",
+    )
+    _add_settings(build)
     build.set_defaults(func=cmd_build)
 
     config_cmd = sub.add_parser(
         "config", help="print the resolved configuration and where each value came from"
     )
     config_cmd.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
-    for option in build_config.OPTIONS:
-        config_cmd.add_argument(
-            f"--{option.key}", help=f"{option.help} [{option.env or 'pyproject only'}]"
-        )
+    _add_settings(config_cmd)
     config_cmd.set_defaults(func=cmd_config)
 
     ref_help = "a registry reference, oci-archive:PATH or oci-layout:PATH[:TAG]"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from buildpacks import descriptor as project_toml
 from buildpacks.cachedir import cache_dir
 from buildpacks.errors import BuildError
+from buildpacks.oci.layer import DEFAULT_EPOCH
 from buildpacks.oci.model import Platform
 from buildpacks.oci.reference import Reference, normalize_repository, normalize_tag
 from buildpacks.project import Project
@@ -119,6 +121,21 @@ OPTIONS = (
         "registry reference where the layer cache is stored for builders that share no disk",
     ),
     Option(
+        "clear-cache",
+        "BP_CLEAR_CACHE",
+        bool,
+        "false",
+        "build every layer afresh: no cached layer, none from a previous image",
+    ),
+    Option(
+        "creation-time",
+        "BP_CREATION_TIME",
+        str,
+        None,
+        "the image's created time: Unix seconds or `now`; default SOURCE_DATE_EPOCH, "
+        "else 1980-01-01T00:00:01Z",
+    ),
+    Option(
         "cache-dir",
         "BP_CACHE_DIR",
         str,
@@ -142,6 +159,8 @@ OPTIONS = (
     ),
 )
 OPTION_BY_KEY = {o.key: o for o in OPTIONS}
+# Other names for keys, as pack and Spring Boot users know them.
+ALIASES = {"run-image": "base-image"}
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,9 @@ class BuildConfig:
     registry_ca: str | None
     daemon: bool
     cache_image: str | None
+    clear_cache: bool
+    source_date_epoch: int  # Unix seconds: the mtime of every entry of the layers we write
+    creation_time: int  # Unix seconds: the image's `created` and the SBOMs' timestamps
     extras: tuple[str, ...]
     dependency_groups: tuple[str, ...]
     index_url: str | None
@@ -188,6 +210,8 @@ def gather(
     """Raw values and their origins: ``[tool.buildpacks]`` < ``BP_*`` < overrides."""
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
+    tool_config = _unalias(tool_config, "pyproject.toml: [tool.buildpacks]")
+    overrides = _unalias(overrides, "command line:")
     for key, value in tool_config.items():
         if key not in OPTION_BY_KEY:
             raise BuildError(
@@ -216,6 +240,41 @@ def gather(
                 value = from_text(option, value, "command line")
             values[key], origins[key] = value, "command line"
     return values, origins
+
+
+def _unalias(given: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``given`` with aliases replaced by the keys they stand for; both at once is refused."""
+    out = dict(given)
+    for alias, key in ALIASES.items():
+        if alias in out:
+            if out.get(key) is not None and out[alias] is not None:
+                raise BuildError(f"{where} {alias} and {key} are the same setting; give one")
+            value = out.pop(alias)
+            if value is not None or key not in out:
+                out[key] = value
+    return out
+
+
+def source_date_epoch(env: Mapping[str, str] | None = None) -> int:
+    """``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else the CNB default."""
+    env = os.environ if env is None else env
+    value = env.get("SOURCE_DATE_EPOCH", "").strip()
+    return int(value) if value.isdigit() else DEFAULT_EPOCH
+
+
+def resolve_creation_time(value: str | None, origin: str, epoch: int) -> int:
+    """``creation-time`` (Unix seconds or ``now``) as Unix seconds; unset, ``epoch``, the
+    time the layers are dated with."""
+    if value is None:
+        return epoch
+    text = value.strip()
+    if text == "now":
+        return int(time.time())
+    if not text.isdigit():
+        raise BuildError(
+            f"creation-time ({origin}) must be Unix seconds (e.g. 1700000000) or now, not {value!r}"
+        )
+    return int(text)
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -365,6 +424,10 @@ def resolve(
         except ValueError as e:
             raise BuildError(f"cache-image ({origins['cache-image']}): {e}") from None
     cache_dir = resolve_cache_dir(values)
+    epoch = source_date_epoch(env)
+    creation_time = resolve_creation_time(
+        values.get("creation-time"), origins.get("creation-time", ""), epoch
+    )
     return BuildConfig(
         project=project,
         image=values["image"],
@@ -381,6 +444,9 @@ def resolve(
         registry_ca=values.get("registry-ca"),
         daemon=setting(values, "daemon"),
         cache_image=values.get("cache-image"),
+        clear_cache=setting(values, "clear-cache"),
+        source_date_epoch=epoch,
+        creation_time=creation_time,
         extras=tuple(setting(values, "extras") or ()),
         dependency_groups=tuple(setting(values, "dependency-groups") or ()),
         index_url=values.get("index-url"),

@@ -32,17 +32,42 @@ from buildpacks.project import (
 )
 
 
-def build_wheel(root: Path, out_dir: Path) -> Path:
-    """Build the project's wheel with its own PEP 517 backend (through ``uv build``)."""
+def build_wheel(root: Path, out_dir: Path, log: Callable[[str], None]) -> Path:
+    """Build the project's wheel with its own PEP 517 backend (through ``uv build``); when it
+    fails, the backend's whole output goes to ``log`` before the one-line error."""
+    # Not --quiet: that silences the backend's own output, which is the error a user needs.
     result = subprocess.run(
-        [find_uv_bin(), "build", "--wheel", "--quiet", "--out-dir", str(out_dir), str(root)],
+        [find_uv_bin(), "build", "--wheel", "--out-dir", str(out_dir), str(root)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     wheels = sorted(out_dir.glob("*.whl"))
     if result.returncode != 0 or not wheels:
-        tail = " ".join(result.stderr.strip().splitlines()[-3:])
-        raise BuildError(f"building the wheel of {root} failed: {tail}")
+        lines = backend_output(result.stdout + result.stderr)
+        for line in lines:
+            log(f"  | {line}")
+        raise BuildError(
+            f"building the wheel of {root} with its build backend failed: "
+            f"{backend_error(lines)} (the backend's output is above)"
+        )
     return wheels[0]
+
+
+def backend_output(output: str) -> list[str]:
+    """What ``uv build`` printed, without its progress lines and with URL credentials hidden."""
+    return [
+        line
+        for line in redact(output).rstrip().splitlines()
+        if line.strip() and not line.startswith("Building ")
+    ]
+
+
+def backend_error(lines: list[str]) -> str:
+    """The backend's own last word: the line before uv's ``error:`` summary (an exception's
+    message, a compiler's last error), else uv's summary itself."""
+    summary = next((i for i, line in enumerate(lines) if line.startswith("error:")), len(lines))
+    if summary > 0:
+        return lines[summary - 1].strip()
+    return lines[summary].removeprefix("error:").strip() if lines else "no output"
 
 
 def known_project(root: Path) -> Project | None:
@@ -54,7 +79,11 @@ def known_project(root: Path) -> Project | None:
 
 
 def resolve_project(
-    root: Path, output_dir: Path, overrides: Mapping[str, Any], work: Path
+    root: Path,
+    output_dir: Path,
+    overrides: Mapping[str, Any],
+    work: Path,
+    log: Callable[[str], None],
 ) -> tuple[build_config.BuildConfig, Path | None]:
     """The validated configuration and the wheel (None for a source application)."""
     project = known_project(root)
@@ -62,7 +91,7 @@ def resolve_project(
         config = build_config.resolve(project, output_dir, overrides=overrides)  # fails early
         if project.version == "latest" and not (root / "pyproject.toml").exists():
             return config, None
-    wheel = build_wheel(root, work)
+    wheel = build_wheel(root, work, log)
     project = project_from_wheel(root, wheel)
     return build_config.resolve(project, output_dir, overrides=overrides), wheel
 
@@ -78,7 +107,7 @@ def build_project(
     if not root.is_dir():
         raise BuildError(f"{root}: not a directory")
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        config, wheel = resolve_project(root, output_dir, overrides, Path(tmp))
+        config, wheel = resolve_project(root, output_dir, overrides, Path(tmp), log)
         return build_unless_up_to_date(config, wheel, log)
 
 
@@ -110,7 +139,7 @@ def build_unless_up_to_date(
         return uptodate.fingerprint(root, env, inputs, code=code)
 
     current, found = uptodate.check(record, take)
-    if found is not None:
+    if found is not None and not config.clear_cache:  # clear-cache asks for a full build
         for line in uptodate.report(found):
             log(line)
         return BuildResult(found.image, found.digest, Path(found.archive))
@@ -140,6 +169,8 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "extra-index-urls": list(config.extra_index_urls),
         "daemon": config.daemon,
         "cache-image": config.cache_image,
+        "clear-cache": config.clear_cache,
+        "creation-time": config.creation_time,
         "cache-dir": str(config.cache_dir),
     }
     missing = {o.key for o in build_config.OPTIONS} - set(values)

@@ -474,8 +474,9 @@ def spdx(c: Contents, epoch: int) -> bytes:
 
 
 def extract(source: ImageSource, out_dir: Path) -> list[Path]:
-    """Write the image's SBOM files under ``out_dir`` (keeping their ``layers/sbom/...`` paths);
-    only the SBOM layer is fetched."""
+    """Write the image's SBOM files into ``out_dir``: ``sbom.cdx.json`` and ``sbom.spdx.json``
+    when one layer has them, else ``<buildpack>-<layer>.sbom.<format>.json`` per layer. Only the
+    SBOM layer is fetched; nothing is written unless the whole layer could be read."""
     from buildpacks.inspect import lifecycle_metadata  # the reading side of our own labels
 
     meta = lifecycle_metadata(source)
@@ -483,18 +484,26 @@ def extract(source: ImageSource, out_dir: Path) -> list[Path]:
     if not sha or sha not in source.diff_ids:
         raise BuildError(f"{source.reference} carries no SBOM layer")
     layer = source.layer(source.diff_ids.index(sha))
-    written = []
+    root = SBOM_ROOT.lstrip("/") + "/"
+    found: dict[tuple[str, ...], dict[str, bytes]] = {}  # owner's path parts -> name -> bytes
     for tar, info in iter_entries(layer):
         name = info.name.removeprefix("./").lstrip("/")
-        if (
-            not info.isfile()
-            or not name.startswith(SBOM_ROOT.lstrip("/") + "/")
-            or ".." in name.split("/")
-        ):
+        if not info.isfile() or not name.startswith(root) or ".." in name.split("/"):
             continue
-        target = out_dir / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        *owner, filename = name.removeprefix(root).split("/")
         stream = tar.extractfile(info)
-        target.write_bytes(stream.read() if stream else b"")
-        written.append(target)
+        found.setdefault(tuple(owner), {})[filename] = stream.read() if stream else b""
+    if not found:
+        raise BuildError(f"{source.reference}: its SBOM layer holds no SBOM file under {SBOM_ROOT}")
+    written = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for owner, files in sorted(found.items()):
+            prefix = "-".join(owner) + "." if len(found) > 1 and owner else ""
+            for filename, data in sorted(files.items()):
+                target = out_dir / f"{prefix}{filename}"
+                target.write_bytes(data)
+                written.append(target)
+    except OSError as e:
+        raise BuildError(f"cannot write the SBOM files into {out_dir}: {e.strerror}") from None
     return written

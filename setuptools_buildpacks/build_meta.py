@@ -1,5 +1,6 @@
-"""PEP 517 hooks of ``setuptools.build_meta``; ``build_wheel`` also builds the image when the
-frontend passes ``image=true`` (``python -m build -C image=true``, ``uv build -C image=true``).
+"""Every PEP 517 and PEP 660 hook of ``setuptools.build_meta`` (so ``pip install -e .`` works
+as with setuptools); ``build_wheel`` also builds the image when the frontend passes
+``image=true`` (``python -m build -C image=true``, ``uv build -C image=true``).
 
 Other ``-C image-<key>=<value>`` settings override ``[tool.buildpacks]`` keys, e.g.
 ``-C image-base-image=python:3.12-slim`` or ``-C image-publish=true``. Without ``image`` the
@@ -14,12 +15,28 @@ from pathlib import Path
 from typing import Any
 
 from setuptools import build_meta as _setuptools
-from setuptools.build_meta import (  # noqa: F401  (re-exported PEP 517 hooks)
+
+# Re-exported as they are: every hook but build_wheel.
+from setuptools.build_meta import (
+    build_editable,
     build_sdist,
+    get_requires_for_build_editable,
     get_requires_for_build_sdist,
     get_requires_for_build_wheel,
+    prepare_metadata_for_build_editable,
     prepare_metadata_for_build_wheel,
 )
+
+__all__ = [
+    "build_editable",
+    "build_sdist",
+    "build_wheel",
+    "get_requires_for_build_editable",
+    "get_requires_for_build_sdist",
+    "get_requires_for_build_wheel",
+    "prepare_metadata_for_build_editable",
+    "prepare_metadata_for_build_wheel",
+]
 
 PREFIX = "image-"
 _TRUE = ("1", "true", "yes", "on")

@@ -11,6 +11,7 @@ import pytest
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.auth import Credentials, find_credentials, redact
+from buildpacks.oci.reference import Reference
 
 REGISTRY = "registry.example.invalid:5000"
 
@@ -119,3 +120,43 @@ def test_malformed_docker_config_is_named(tmp_path):
     (directory / "config.json").write_text("{not json")
     with pytest.raises(BuildError, match=r"config.json: cannot be read as JSON"):
         find_credentials(REGISTRY, {"DOCKER_CONFIG": str(directory)})
+
+
+@pytest.mark.parametrize(
+    "text", ["index.docker.io/python", "registry-1.docker.io/library/python", "python"]
+)
+def test_docker_hub_names_get_docker_hub_credentials(tmp_path, text):
+    env = docker_config(
+        tmp_path,
+        {"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw").decode()}}},
+    )
+    ref = Reference.parse(text)
+    assert (ref.registry, ref.repository) == ("docker.io", "library/python")
+    assert find_credentials(ref.registry, env) == Credentials("hub", "pw")
+
+
+def test_identity_token_entry(tmp_path):
+    env = docker_config(
+        tmp_path,
+        {
+            "auths": {
+                REGISTRY: {
+                    "auth": base64.b64encode(b"<token>:").decode(),
+                    "identitytoken": "refresh-123",
+                }
+            }
+        },
+    )
+    found = find_credentials(REGISTRY, env)
+    assert found == Credentials("<token>", "", identity_token="refresh-123")
+    assert "refresh-123" not in repr(found)
+
+
+def test_identity_token_from_a_credential_helper(tmp_path):
+    env = {
+        **helper(tmp_path, "tok", REGISTRY, "<token>", "refresh-456"),
+        **docker_config(tmp_path, {"credHelpers": {REGISTRY: "tok"}}),
+    }
+    assert find_credentials(REGISTRY, env) == Credentials(
+        "<token>", "", identity_token="refresh-456"
+    )

@@ -102,3 +102,28 @@ def test_the_default_process_is_the_one_named_after_the_project():
     assert choose_default(["web", "worker", "app"], None, "app") == "web"
     with pytest.raises(BuildError, match="none is called web nor named after the project"):
         choose_default(["rst2html", "rst2man"], None, "docutils")
+
+
+def test_run_image_is_another_name_for_base_image():
+    p = project(tool_config={"run-image": "b:1"})
+    config = resolve(p, Path("/out"), env={})
+    assert config.base_image == "b:1"
+    assert config.origins["base-image"] == "pyproject.toml [tool.buildpacks]"
+    assert resolve(p, Path("/out"), env={}, overrides={"run-image": "c:2"}).base_image == "c:2"
+    with pytest.raises(BuildError, match="run-image and base-image are the same setting"):
+        resolve(project(tool_config={"run-image": "b:1", "base-image": "b:2"}), Path("/o"), env={})
+
+
+def test_creation_time_setting_then_source_date_epoch_then_default():
+    assert resolve(project(), Path("/o"), env={}).creation_time == 315532801
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    assert resolve(project(), Path("/o"), env=env).creation_time == 1700000000
+    flag = {"creation-time": "1600000000"}
+    assert resolve(project(), Path("/o"), env=env, overrides=flag).creation_time == 1600000000
+    import time
+
+    before = int(time.time())
+    now = resolve(project(), Path("/o"), env={"BP_CREATION_TIME": "now"}).creation_time
+    assert before <= now <= int(time.time())
+    with pytest.raises(BuildError, match=r"creation-time \(command line\) must be Unix seconds"):
+        resolve(project(), Path("/o"), env={}, overrides={"creation-time": "yesterday"})

@@ -32,10 +32,10 @@ def test_same_tree_same_digest_regardless_of_mtime(tmp_path):
     assert one.descriptor.size == one.path.stat().st_size
 
 
-def test_entries_sorted_owners_cleared_mtime_fixed_parents_present(tmp_path, monkeypatch):
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+def test_entries_sorted_owners_cleared_mtime_fixed_parents_present(tmp_path):
     store = BlobStore(tmp_path / "store")
-    layer = write_layer(store, [TreeMapping(make_tree(tmp_path / "t", 5), "/layers/x")])
+    tree = [TreeMapping(make_tree(tmp_path / "t", 5), "/layers/x")]
+    layer = write_layer(store, tree, mtime=1700000000)
     with tarfile.open(layer.path, "r:gz") as tar:
         members = tar.getmembers()
     names = [m.name for m in members]

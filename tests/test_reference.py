@@ -13,6 +13,9 @@ from buildpacks.oci.reference import Reference, normalize_repository, normalize_
         ("127.0.0.1:5000/ns/app:1.0", "127.0.0.1:5000", "ns/app", "1.0"),
         ("localhost/app:dev", "localhost", "app", "dev"),
         ("ghcr.io/org/app", "ghcr.io", "org/app", "latest"),
+        ("index.docker.io/python", "docker.io", "library/python", "latest"),
+        ("registry-1.docker.io/python:3.12", "docker.io", "library/python", "3.12"),
+        ("index.docker.io/user/app:1", "docker.io", "user/app", "1"),
     ],
 )
 def test_parse(text, registry, repository, tag):
@@ -36,3 +39,10 @@ def test_malformed(text):
 def test_normalize():
     assert normalize_repository("My_Cool..Service") == "my-cool-service"
     assert normalize_tag("1.0+local.2") == "1.0-local.2"
+
+
+def test_digests_other_than_sha256_are_refused_by_name():
+    with pytest.raises(ValueError, match="sha512 digests are not supported; pin the image by its"):
+        Reference.parse("python@sha512:" + "a" * 128)
+    with pytest.raises(ValueError, match="digest must look like sha256:<64 hex digits>"):
+        Reference.parse("python@sha256:abc")

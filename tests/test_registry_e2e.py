@@ -346,3 +346,37 @@ def test_bearer_token_registry_anonymous_pull_and_authenticated_push(
         assert_one_clean_error(refused, "refused pull,push access to team/token anonymously")
     finally:
         proxy.stop()
+
+
+def test_identity_token_from_docker_config_pushes_through_the_oauth2_flow(
+    session_dir, hatch_env, registry, base_image
+):
+    """``docker login`` against a token provider leaves an ``identitytoken`` (an OAuth2
+    refresh token) in config.json and no password: it is traded for a push token."""
+    refresh = "refresh-token-4f1c9a"
+    proxy = testbed.TokenProxy(registry.host, {USER: PASSWORD}, refresh_tokens=(refresh,))
+    try:
+        base = testbed.push_layout(base_image, registry, "base/identity:bookworm")
+        config_dir = session_dir / "identity-docker"
+        config_dir.mkdir()
+        entry = {"auth": base64.b64encode(b"<token>:").decode(), "identitytoken": refresh}
+        (config_dir / "config.json").write_text(json.dumps({"auths": {proxy.host: entry}}))
+        image = f"{proxy.host}/team/identity:0.1.0"
+        project, pushed = build(
+            session_dir,
+            hatch_env,
+            "identity-push",
+            BP_BASE_IMAGE=base,
+            BP_PUBLISH="true",
+            BP_IMAGE=image,
+            DOCKER_CONFIG=str(config_dir),
+            BP_CACHE_DIR=str(session_dir / "identity-cache"),
+        )
+        out = pushed.stdout + pushed.stderr
+        assert pushed.returncode == 0, out
+        assert refresh not in out
+        assert ("repository:team/identity:pull,push", "<refresh token>") in proxy.token_requests
+        local = testbed.read_archive_manifest(project / "dist/identity-0.1.0.tar")[0]
+        assert testbed.registry_digest(f"{registry.host}/team/identity:0.1.0") == local
+    finally:
+        proxy.stop()

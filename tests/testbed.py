@@ -325,10 +325,14 @@ class FlakyProxy(Proxy):
 class TokenProxy(Proxy):
     """Bearer-token auth in front of a registry, as Docker Hub and GHCR do it: ``/v2/``
     requests without a token get a challenge naming the token service (``/token`` here),
-    which gives pull tokens to anyone and push tokens only for ``users``' credentials."""
+    which gives pull tokens to anyone and push tokens only for ``users``' credentials, or for
+    one of ``refresh_tokens`` POSTed in an OAuth2 ``refresh_token`` grant."""
 
-    def __init__(self, upstream: str, users: dict[str, str]) -> None:
+    def __init__(
+        self, upstream: str, users: dict[str, str], refresh_tokens: tuple[str, ...] = ()
+    ) -> None:
         self.users = users
+        self.refresh_tokens = refresh_tokens
         self.token_requests: list[tuple[str, str | None]] = []  # (scope, user)
         super().__init__(upstream)
 
@@ -337,13 +341,20 @@ class TokenProxy(Proxy):
 
         url = urlparse(handler.path)
         if url.path == "/token":
-            scope = parse_qs(url.query).get("scope", [""])[0]
+            form = parse_qs((body or b"").decode()) if handler.command == "POST" else {}
+            scope = (form or parse_qs(url.query)).get("scope", [""])[0]
             user = self._basic_user(handler.headers.get("Authorization", ""))
+            if form.get("grant_type") == ["refresh_token"]:
+                token = form.get("refresh_token", [""])[0]
+                user = "<refresh token>" if token in self.refresh_tokens else None
             self.token_requests.append((scope, user))
             if "push" in scope and user is None:
                 self.answer(handler, 401)
             else:
-                token = json.dumps({"token": f"token:{'push' if 'push' in scope else 'pull'}"})
+                kind = "push" if "push" in scope else "pull"
+                # The OAuth2 endpoint answers access_token; the GET one token.
+                field = "access_token" if form else "token"
+                token = json.dumps({field: f"token:{kind}"})
                 self.answer(handler, 200, token.encode(), {"Content-Type": "application/json"})
             return True
         auth = handler.headers.get("Authorization", "")

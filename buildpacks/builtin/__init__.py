@@ -105,7 +105,10 @@ def cache_key(parts: dict[str, Any]) -> str:
 
 def cached_layer(ctx: BuildContext, key: str) -> tuple[Layer, dict[str, Any]] | None:
     """The layer cached under ``key`` and the data recorded with it, if record and blob are
-    intact. A blob whose content no longer matches its digest is deleted, never trusted."""
+    intact. A blob whose content no longer matches its digest is deleted, never trusted.
+    None with ``clear-cache``: the layer is built again and its record replaced."""
+    if ctx.config.clear_cache:
+        return None
     record = ctx.config.cache_dir / "layers" / f"{key}.json"
     try:
         data = json.loads(record.read_text())

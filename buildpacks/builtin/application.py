@@ -103,7 +103,7 @@ class ApplicationBuildpack:
                 TreeMapping(writable, VAR, IMAGE_USER),
                 TreeMapping(writable, WORKSPACE, IMAGE_USER),
             ]
-            return write_layer(ctx.store, mappings), {}
+            return write_layer(ctx.store, mappings, mtime=ctx.config.source_date_epoch), {}
 
         result = reuse_or_build(ctx, ID, "app", APP, key, build_app)
         ctx.log(
@@ -133,7 +133,8 @@ class ApplicationBuildpack:
                 (stage / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, stage / name, follow_symlinks=False)
             stage.mkdir(exist_ok=True)
-            return write_layer(ctx.store, [TreeMapping(stage, WORKSPACE, IMAGE_USER)]), {}
+            mapping = TreeMapping(stage, WORKSPACE, IMAGE_USER)
+            return write_layer(ctx.store, [mapping], mtime=ctx.config.source_date_epoch), {}
 
         result = reuse_or_build(ctx, ID, "app", WORKSPACE, key, build_app)
         ctx.log(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildpacks.config import source_date_epoch
 from buildpacks.debian import SUITES, Suite, suite_of
 from buildpacks.debian.archive import Deb, Fetcher, archives, fetch_debs, load_index
 from buildpacks.debian.ldcache import TRIPLETS, ld_so_cache
@@ -28,7 +29,6 @@ from buildpacks.debian.unpack import (
 )
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore, write_atomic
-from buildpacks.oci.layer import source_date_epoch
 from buildpacks.oci.model import Descriptor, Image, Layer, Platform
 
 PACKAGES_LABEL = "io.python-buildpacks.debian.packages"

@@ -15,6 +15,7 @@ from pathlib import Path
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle import analyze, build, detect, export, restore
 from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.model import Platform
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class BuildResult:
     reference: str
     digest: str
     archive: Path
+    platform: Platform
 
 
 def build_image(
@@ -40,8 +42,12 @@ def build_image(
         # The run image's layers, most of the archive's bytes, are copied while buildpacks run.
         writer = stack.enter_context(export.archive_writer(config, run_image))
         log("===> RESTORING")
-        previous = restore.previous_sources(config, str(export.archive_path(config)))
-        reusable = restore.restore(config, previous, store, stack, log)
+        if config.clear_cache:
+            log("Cache cleared: every layer is built afresh (clear-cache)")
+            reusable = {}
+        else:
+            previous = restore.previous_sources(config, str(export.archive_path(config)))
+            reusable = restore.restore(config, previous, store, stack, log)
         log("===> BUILDING")
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buildpacks-")))
         built = build.build(config, plan, wheel, run_image, store, work, log, reusable)
@@ -54,4 +60,4 @@ def build_image(
         export.publish(config, image, archive, log)
     if config.cache_image:
         export.publish_cache(config, built, log)
-    return BuildResult(config.image, image.digest(), archive)
+    return BuildResult(config.image, image.digest(), archive, config.platform)

@@ -31,7 +31,7 @@ from buildpacks.lifecycle.detect import Plan
 from buildpacks.oci import daemon
 from buildpacks.oci.archive import ArchiveWriter, archive_digest
 from buildpacks.oci.blobs import BlobStore, write_atomic
-from buildpacks.oci.layer import TreeMapping, source_date_epoch, write_layer
+from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Image, Layer
 from buildpacks.oci.reference import Reference
 from buildpacks.oci.source import TRANSPORTS
@@ -210,13 +210,13 @@ def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: 
         run_image.manifest_digest or run_image.digest(),
         _with_system_packages(run_image_contents(config, run_image), ctx),
     )
-    epoch = source_date_epoch()
+    epoch = config.creation_time
     stage = ctx.work_dir / "sbom"
     stage.mkdir(exist_ok=True)
     (stage / sbom.CYCLONEDX).write_bytes(sbom.cyclonedx(contents, epoch))
     (stage / sbom.SPDX).write_bytes(sbom.spdx(contents, epoch))
     target = f"{sbom.SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
-    return write_layer(store, [TreeMapping(stage, target)])
+    return write_layer(store, [TreeMapping(stage, target)], mtime=config.source_date_epoch)
 
 
 def _toml_value(value: str | bool | list[str]) -> str:
@@ -262,15 +262,18 @@ def launch_layers(plan: Plan, ctx: BuildContext, store: BlobStore) -> list[Layer
         TreeMapping(stage / "site", site),
     ]
     entries = [TreeMapping(stage / "process", processes.PROCESS_DIR)]
+    epoch = ctx.config.source_date_epoch
     return [
         LayerResult(
             LIFECYCLE_ID,
             "process-types",
             processes.PROCESS_DIR,
-            write_layer(store, entries),
+            write_layer(store, entries, mtime=epoch),
             False,
         ),
-        LayerResult(LIFECYCLE_ID, "config", cnb.CONFIG_DIR, write_layer(store, config), False),
+        LayerResult(
+            LIFECYCLE_ID, "config", cnb.CONFIG_DIR, write_layer(store, config, mtime=epoch), False
+        ),
     ]
 
 
@@ -292,7 +295,7 @@ def assemble(
     config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, store: BlobStore
 ) -> Image:
     """The final image: run image layers, then ours; a config derived from the run image's."""
-    created = datetime.fromtimestamp(source_date_epoch(), timezone.utc).strftime(
+    created = datetime.fromtimestamp(config.creation_time, timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
     image_config: dict[str, Any] = copy.deepcopy(run_image.config)
@@ -353,7 +356,7 @@ def archive_path(config: BuildConfig) -> Path:
 def archive_writer(config: BuildConfig, run_image: Image) -> Iterator[ArchiveWriter]:
     """The archive of this build, begun now with the run image's layers; removed on exit
     unless ``write`` finished it."""
-    writer = ArchiveWriter(archive_path(config), source_date_epoch())
+    writer = ArchiveWriter(archive_path(config), config.source_date_epoch)
     try:
         writer.start(run_image.layers)
         yield writer

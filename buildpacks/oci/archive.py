@@ -40,6 +40,13 @@ def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
         writer.discard()
 
 
+def _umask() -> int:
+    # Reading the umask means setting it: set it back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class ArchiveWriter:
     """An archive written in two steps, so that a build can copy the run image's layers (the
     bulk of the bytes) in a thread while its buildpacks run: ``start`` with the layers known
@@ -52,6 +59,8 @@ class ArchiveWriter:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        # mkstemp makes it 0600; an archive is an ordinary output file: 0666 less the umask.
+        os.fchmod(fd, 0o666 & ~_umask())
         self.temp = Path(temp)
         self.file = os.fdopen(fd, "wb")
         self.tar = _TarStream(self.file, mtime)

@@ -1,7 +1,8 @@
 """Registry credentials found the way Docker and podman users expect: ``BP_REGISTRY_USERNAME``
 and ``BP_REGISTRY_PASSWORD`` (for CI), then ``~/.docker/config.json`` (``DOCKER_CONFIG``
-honoured; ``credHelpers``, ``auths`` and ``credsStore``), then the containers ``auth.json``
-(``REGISTRY_AUTH_FILE``). Credentials are only ever sent to the registry they belong to."""
+honoured; ``credHelpers``, ``auths`` with ``auth`` or ``identitytoken``, and ``credsStore``),
+then the containers ``auth.json`` (``REGISTRY_AUTH_FILE``). Credentials are only ever sent to
+the registry they belong to."""
 
 from __future__ import annotations
 
@@ -25,13 +26,22 @@ DOCKER_HUB_KEYS = (
 )
 
 
+# The user name Docker's credential helpers give with an identity token instead of a password.
+TOKEN_USER = "<token>"
+
+
 @dataclass(frozen=True)
 class Credentials:
+    """A user name and password, or an OAuth2 refresh token (Docker's ``identitytoken``,
+    written by ``docker login`` against a token provider) traded for access tokens."""
+
     username: str
     password: str
+    identity_token: str | None = None
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
-        return f"Credentials(username={self.username!r}, password=***)"
+        token = ", identity_token=***" if self.identity_token else ""
+        return f"Credentials(username={self.username!r}, password=***{token})"
 
 
 def redact(text: str) -> str:
@@ -66,6 +76,8 @@ def _from_helper(helper: str, server: str, env: Mapping[str, str]) -> Credential
         return None  # "credentials not found in native keychain"
     try:
         data = json.loads(result.stdout)
+        if data["Username"] == TOKEN_USER:
+            return Credentials(TOKEN_USER, "", identity_token=data["Secret"])
         return Credentials(data["Username"], data["Secret"])
     except (ValueError, KeyError):
         raise BuildError(
@@ -80,17 +92,25 @@ def _from_auths(
         entry = auths.get(key)
         if not entry:
             continue
+        if entry.get("identitytoken"):
+            # `auth` then holds only the user name ("<token>:" or "user:"), if anything.
+            user = _decode_auth(entry, key, source)[0] if entry.get("auth") else TOKEN_USER
+            return Credentials(user or TOKEN_USER, "", identity_token=entry["identitytoken"])
         if entry.get("auth"):
-            try:
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except ValueError:
-                raise BuildError(
-                    f"{source}: the auth entry for {key} is not base64 user:password"
-                ) from None
-            return Credentials(user, password)
+            return Credentials(*_decode_auth(entry, key, source))
         if entry.get("username"):
             return Credentials(entry["username"], entry.get("password", ""))
     return None
+
+
+def _decode_auth(entry: Mapping[str, str], key: str, source: Path) -> tuple[str, str]:
+    try:
+        user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+    except ValueError:
+        raise BuildError(
+            f"{source}: the auth entry for {key} is not base64 user:password"
+        ) from None
+    return user, password
 
 
 def _read_json(path: Path) -> dict:

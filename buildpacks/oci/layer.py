@@ -31,12 +31,6 @@ from buildpacks.oci.model import (
 DEFAULT_EPOCH = 315532801
 
 
-def source_date_epoch() -> int:
-    """``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else the CNB default."""
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    return int(value) if value.isdigit() else DEFAULT_EPOCH
-
-
 class _HashingWriter(io.RawIOBase):
     """Passes bytes on to ``sink`` while hashing them."""
 
@@ -115,7 +109,7 @@ def write_layer(
     store: BlobStore,
     mappings: list[TreeMapping],
     *,
-    mtime: int | None = None,
+    mtime: int = DEFAULT_EPOCH,
     compresslevel: int = 6,
 ) -> Layer:
     """Write the trees as one gzipped layer blob into ``store`` and describe it.
@@ -123,7 +117,6 @@ def write_layer(
     Parent directories of each target are written too (mode 0755), so the layer
     extracts the same on any base. Equal trees give byte-identical blobs.
     """
-    mtime = source_date_epoch() if mtime is None else mtime
     with (
         _gzip_blob(store, compresslevel) as (raw, out),
         tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar,

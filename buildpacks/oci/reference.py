@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 
 DOCKER_HUB = "docker.io"
+# Other names of Docker Hub: Docker's own index name and its API host.
+DOCKER_HUB_ALIASES = ("index.docker.io", "registry-1.docker.io")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
@@ -28,11 +30,23 @@ class Reference:
         rest, digest = text, None
         if "@" in rest:
             rest, digest = rest.split("@", 1)
+            algorithm, sep, _ = digest.partition(":")
+            if (
+                sep
+                and algorithm != "sha256"
+                and re.fullmatch(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*", algorithm)
+            ):
+                raise ValueError(
+                    f"{text!r}: {algorithm} digests are not supported; pin the image by its "
+                    "sha256 digest (sha256:<64 hex digits>)"
+                )
             if not _DIGEST.match(digest):
                 raise ValueError(f"{text!r}: digest must look like sha256:<64 hex digits>")
         first, sep, remainder = rest.partition("/")
         if sep and ("." in first or ":" in first or first == "localhost"):
             registry, path = first, remainder
+            if registry in DOCKER_HUB_ALIASES:
+                registry = DOCKER_HUB
         else:
             registry, path = DOCKER_HUB, rest
         tag = None

@@ -184,9 +184,19 @@ class RegistryClient:
             raise BuildError(f"registry {registry} sent a bearer challenge without a realm")
         params.pop("error", None)
         params["scope"] = f"repository:{self.ref.repository}:{self.actions}"
-        headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
         try:
-            response = self.http.get(realm, params=params, headers=headers)
+            if self.credentials and self.credentials.identity_token:
+                # Docker's OAuth2 flow: the refresh token is traded for an access token.
+                form = {
+                    **params,
+                    "grant_type": "refresh_token",
+                    "refresh_token": self.credentials.identity_token,
+                    "client_id": "python-buildpacks",
+                }
+                response = self.http.post(realm, data=form)
+            else:
+                headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
+                response = self.http.get(realm, params=params, headers=headers)
         except httpx.HTTPError as e:
             raise BuildError(f"cannot reach the token service of {registry}: {e}") from None
         if response.status_code in (401, 403):
