@@ -47,6 +47,7 @@ def test_inspect_and_sbom_from_a_registry_fetch_only_the_sbom_layer(
         "python-buildpacks/dependencies venv",
         "app",
         "process types",
+        "config",
         "sbom",
     ]
     assert data["python"]["version"] == "3.11.2"
@@ -79,11 +80,11 @@ def test_rebase_an_archive_onto_an_updated_base(session_dir, hatch_env, updated_
     )
     assert result.returncode == 0, result.stderr
     after = layer_digests(archive)
-    assert after[-4:] == before[-4:]  # venv, app, config, sbom: untouched
-    assert after[:-4] != before[:-4] and len(after) == len(before) + 1  # the base gained a layer
+    assert after[-5:] == before[-5:]  # venv, app, process types, config, sbom: untouched
+    assert after[:-5] != before[:-5] and len(after) == len(before) + 1  # the base gained a layer
     _, _, config = testbed.read_archive_manifest(archive)
     meta = json.loads(config["config"]["Labels"]["io.buildpacks.lifecycle.metadata"])
-    assert meta["runImage"]["topLayer"] == config["rootfs"]["diff_ids"][-5]
+    assert meta["runImage"]["topLayer"] == config["rootfs"]["diff_ids"][-6]
     podman("load", "-i", str(archive))
     assert (
         podman.run(
@@ -122,7 +123,7 @@ def test_rebase_in_a_registry_uploads_no_layer(
     new_uploads = registry.requests("PUT", "/team/rebase/blobs/uploads/")[uploads:]
     assert len(new_uploads) == 1  # the config; layers were mounted or already there
     inspected = json.loads(testbed.cli("inspect", image, "--json", env=env).stdout)
-    assert [layer["digest"] for layer in inspected["layers"]][-4:] == before_layers[-4:]
+    assert [layer["digest"] for layer in inspected["layers"]][-5:] == before_layers[-5:]
     assert inspected["runImage"]["image"] == new_base
     podman("pull", "--tls-verify=false", image)
     assert (
