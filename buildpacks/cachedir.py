@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -10,3 +14,20 @@ def cache_dir(configured: str | None) -> Path:
     import platformdirs
 
     return Path(configured or platformdirs.user_cache_dir("python-buildpacks")).expanduser()
+
+
+@contextmanager
+def work_dir(cache: Path) -> Iterator[Path]:
+    """A build's scratch directory (staged layers), under ``cache/tmp`` and claimed for the
+    build's lifetime, so that the next build removes one left by a build that was killed;
+    removed on exit."""
+    from buildpacks.oci.blobs import claimed, remove_stale
+
+    tmp = cache / "tmp"
+    remove_stale(tmp, "work-*")
+    fd, path = claimed(tmp, "work-", is_dir=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)

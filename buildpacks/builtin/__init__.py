@@ -7,15 +7,18 @@ run image is handed to the later ones through ``BuildContext.runtime``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from buildpacks import __version__
 from buildpacks.config import BuildConfig
-from buildpacks.oci.blobs import BlobStore, file_digest, write_atomic
+from buildpacks.oci.blobs import BlobStore, write_atomic
 from buildpacks.oci.model import Descriptor, Image, Layer
 from buildpacks.sbom import Package
 
@@ -98,8 +101,27 @@ class Buildpack(Protocol):
     def build(self, ctx: BuildContext) -> None: ...
 
 
+# Modules whose code shapes every cached layer: this one (records, reuse) and the writer of
+# reproducible layers. ``code_key`` adds them to the modules a key names.
+_LAYER_CODE = ("buildpacks.builtin", "buildpacks.oci.layer")
+
+
+@functools.cache
+def code_key(*modules: str) -> str:
+    """The part of a cache key that stands for the code producing a cached layer or fact:
+    python-buildpacks' version and a digest of the source of ``modules`` (dotted names of
+    imported modules) and of the layer-writing modules. Editing any of them, or installing
+    another release, gives new keys: nothing made by other code is reused, and no version
+    constant needs bumping. Computed once per process (a few small files)."""
+    h = hashlib.sha256()
+    for name in sorted({*modules, *_LAYER_CODE}):
+        code = Path(sys.modules[name].__file__ or "").read_bytes()
+        h.update(f"{name}\0{len(code)}\0".encode() + code)
+    return f"{__version__}+{h.hexdigest()[:32]}"
+
+
 def cache_key(parts: dict[str, Any]) -> str:
-    """A stable hash of a layer's inputs."""
+    """A stable hash of a layer's inputs; ``parts`` names its code with ``code_key``."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -113,12 +135,11 @@ def cached_layer(ctx: BuildContext, key: str) -> tuple[Layer, dict[str, Any]] | 
     try:
         data = json.loads(record.read_text())
         descriptor = Descriptor.from_json(data["descriptor"])
-        path = ctx.store.path(descriptor.digest)
-        if path.stat().st_size != descriptor.size or file_digest(path) != descriptor.digest:
-            ctx.log(f"Cached layer {descriptor.digest[:19]} is corrupt: rebuilding it")
-            path.unlink(missing_ok=True)
+        if not ctx.store.has(descriptor.digest):
+            ctx.log(f"Cached layer {descriptor.digest[:19]} is missing or corrupt: rebuilding it")
             record.unlink(missing_ok=True)
             return None
+        path = ctx.store.path(descriptor.digest)
         return Layer(descriptor, data["diff_id"], path), data.get("extra", {})
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -17,6 +17,7 @@ from buildpacks.builtin import (
     BuildContext,
     Runtime,
     cache_key,
+    code_key,
     layer_path,
     reuse_or_build,
 )
@@ -85,7 +86,7 @@ class ApplicationBuildpack:
         venv_python = ctx.env.get("VIRTUAL_ENV", "") + "/bin/python"
         key = cache_key(
             {
-                "buildpack": f"{ID}@{VERSION}",
+                "code": code_key(__name__),
                 "wheel": file_digest(wheel),
                 "python": runtime.minor,
                 "interpreter": venv_python,
@@ -119,7 +120,7 @@ class ApplicationBuildpack:
         files = [f for f in source_files(root) if ctx.config.descriptor.selects(f)]
         key = cache_key(
             {
-                "buildpack": f"{ID}@{VERSION}",
+                "code": code_key(__name__),
                 "source": [
                     [f, entry_digest(root / f), os.access(root / f, os.X_OK)] for f in files
                 ],

@@ -27,6 +27,7 @@ from buildpacks.builtin import (
     Runtime,
     application,
     cache_key,
+    code_key,
     layer_path,
     reuse_or_build,
 )
@@ -236,7 +237,9 @@ class DependenciesBuildpack:
         index_args = index_arguments(config)
         key = cache_key(
             {
-                "buildpack": f"{ID}@{VERSION}",
+                "code": code_key(
+                    __name__, application.__name__, "buildpacks.locks", "buildpacks.sbom"
+                ),
                 "requirements": locked.text,
                 "complete": locked.complete,
                 "python": runtime.version,

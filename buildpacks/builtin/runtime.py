@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from buildpacks.builtin import BuildContext, Runtime
+from buildpacks.builtin import BuildContext, Runtime, cache_key, code_key
 from buildpacks.config import BuildConfig
 from buildpacks.debian import is_dpkg_record
 from buildpacks.errors import BuildError
@@ -105,11 +105,14 @@ class RuntimeBuildpack:
 
     def build(self, ctx: BuildContext) -> None:
         image = ctx.run_image
-        record = (
-            ctx.config.cache_dir
-            / "run-images"
-            / f"{(image.manifest_digest or image.digest()).replace(':', '-')}.json"
+        key = cache_key(
+            {
+                "image": image.manifest_digest or image.digest(),
+                "machine": ctx.config.platform.machine,
+                "code": code_key(__name__, "buildpacks.oci.rootfs"),
+            }
         )
+        record = ctx.config.cache_dir / "run-images" / f"{key}.json"
         try:
             facts = json.loads(record.read_text())
         except (OSError, ValueError):

@@ -6,12 +6,12 @@ plain results of the phases before it and never reaches back.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildpacks.cachedir import work_dir
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle import analyze, build, detect, export, restore
 from buildpacks.oci.blobs import BlobStore
@@ -33,7 +33,7 @@ def build_image(
 ) -> BuildResult:
     """Build the image of ``config.project`` from its ``wheel`` (None: from its source tree)
     and write it to the output directory."""
-    store = BlobStore(config.cache_dir / "blobs")
+    store = BlobStore(config.cache_dir / "blobs", log)
     log("===> DETECTING")
     plan = detect.detect(config, log)
     with ExitStack() as stack:
@@ -49,7 +49,7 @@ def build_image(
             previous = restore.previous_sources(config, str(export.archive_path(config)))
             reusable = restore.restore(config, previous, store, stack, log)
         log("===> BUILDING")
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="buildpacks-")))
+        work = stack.enter_context(work_dir(config.cache_dir))
         built = build.build(config, plan, wheel, run_image, store, work, log, reusable)
         log("===> EXPORTING")
         image = export.assemble(config, plan, run_image, built, store)

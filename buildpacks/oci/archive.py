@@ -5,30 +5,32 @@ it; and reading plain ``docker save`` archives (``docker-archive:PATH``)."""
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import os
 import shutil
 import tarfile
-import tempfile
 import threading
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 from buildpacks.errors import BuildError
-from buildpacks.oci.blobs import CHUNK, BlobStore
+from buildpacks.oci.blobs import CHUNK, BlobStore, claimed, no_space, remove_stale
+from buildpacks.oci.layer import open_layer
 from buildpacks.oci.layout import REF_NAME, blob_name
 from buildpacks.oci.model import (
     OCI_LAYER,
     OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
     OCI_MANIFEST,
     Descriptor,
     Image,
     Layer,
     canonical_json,
 )
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
@@ -53,15 +55,15 @@ class ArchiveWriter:
     first, ``finish`` with the whole image. The bytes do not depend on the split: entries go
     in one order, ``oci-layout``, the layers in manifest order, config, manifest, then
     ``index.json`` and ``manifest.json``. Written to a temp file beside ``path``, renamed
-    into place by ``finish``; ``discard`` removes what is left of an unfinished one."""
+    into place by ``finish``; ``discard`` removes what is left of an unfinished one, and
+    the next writer of ``path`` what is left by one that was killed (its lock is free)."""
 
     def __init__(self, path: Path, mtime: int) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        remove_stale(path.parent, f".{path.name}.*.partial")
+        fd, self.temp = claimed(path.parent, f".{path.name}.", ".partial")
         # mkstemp makes it 0600; an archive is an ordinary output file: 0666 less the umask.
         os.fchmod(fd, 0o666 & ~_umask())
-        self.temp = Path(temp)
         self.file = os.fdopen(fd, "wb")
         self.tar = _TarStream(self.file, mtime)
         self.written: list[str] = []  # layer digests, in order
@@ -75,7 +77,9 @@ class ArchiveWriter:
         def run() -> None:
             try:
                 self._layers(layers)
-            except BaseException as e:  # surfaced by finish
+            except OSError as e:  # surfaced by finish
+                self.error = no_space(e, self.path) or e
+            except BaseException as e:
                 self.error = e
 
         self.thread = threading.Thread(target=run, name="archive-writer", daemon=True)
@@ -97,6 +101,12 @@ class ArchiveWriter:
 
     def finish(self, image: Image, reference: str) -> None:
         """Write the rest of ``image`` and put the archive in place."""
+        try:
+            self._finish(image, reference)
+        except OSError as e:
+            raise no_space(e, self.path) or e from None
+
+    def _finish(self, image: Image, reference: str) -> None:
         self._join()
         if self.error is not None:
             raise self.error
@@ -267,8 +277,9 @@ def _import_layer(
     stream = tar.extractfile(name)
     if stream is None:
         raise BuildError(f"{what}: layer {name} is missing")
-    head = stream.read(2)
-    gzipped = head == b"\x1f\x8b"
+    head = stream.read(4)
+    gzipped = head[:2] == b"\x1f\x8b"
+    zstd = head == ZSTD_MAGIC
     with store.writer() as (f, temp):
         sha = hashlib.sha256(head)
         f.write(head)
@@ -280,9 +291,9 @@ def _import_layer(
         f.close()
         digest = "sha256:" + sha.hexdigest()
         content = digest
-        if gzipped:
+        if gzipped or zstd:
             inner = hashlib.sha256()
-            with gzip.open(temp, "rb") as g:
+            with open_layer(Layer(Descriptor(_media_type(head), digest, size), diff_id, temp)) as g:
                 while chunk := g.read(CHUNK):
                     inner.update(chunk)
             content = "sha256:" + inner.hexdigest()
@@ -291,5 +302,11 @@ def _import_layer(
                 f"{what}: layer {name} has diff ID {content}, the config says {diff_id}"
             )
         path = store.adopt(temp, digest)
-    media_type = OCI_LAYER_GZIP if gzipped else OCI_LAYER
-    return Layer(Descriptor(media_type, digest, size), diff_id, path)
+    return Layer(Descriptor(_media_type(head), digest, size), diff_id, path)
+
+
+def _media_type(head: bytes) -> str:
+    """The layer media type that a blob's first bytes (its compression's magic) call for."""
+    if head[:2] == b"\x1f\x8b":
+        return OCI_LAYER_GZIP
+    return OCI_LAYER_ZSTD if head == ZSTD_MAGIC else OCI_LAYER

@@ -1,12 +1,21 @@
 """A local content-addressed blob store: every blob is stored under its own digest and
-verified before it is stored, so a half-written or corrupt blob never enters it."""
+verified before it is stored, and verified again (once per store, that is per build) before
+it is used, so a half-written, truncated or altered blob never reaches an image.
+
+Temp files here and beside outputs are *claimed*: their maker holds an ``flock`` on them for
+as long as it runs. The kernel drops the lock when the process ends, however it ends
+(``kill -9`` included), so the next build tells a live temp file of a concurrent build from
+a stale one by trying the lock, and removes only the stale."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -25,25 +34,88 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def claimed(
+    directory: Path, prefix: str, suffix: str = "", *, is_dir: bool = False
+) -> tuple[int, Path]:
+    """A new temp file (or directory) in ``directory`` and a descriptor holding its lock;
+    the lock lasts until the descriptor is closed or the process ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    while True:
+        if is_dir:
+            name = tempfile.mkdtemp(dir=directory, prefix=prefix, suffix=suffix)
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+        # A sweeper may have taken the new file for stale between its creation and this
+        # lock (then it holds the lock until it has removed it): start again if it is gone.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def remove_stale(directory: Path, pattern: str) -> None:
+    """Remove the temp files and directories matching ``pattern`` in ``directory`` whose
+    makers have ended: their lock is free. Live ones, of concurrent builds, stay."""
+    try:
+        candidates = list(directory.glob(pattern))
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass  # locked: its maker is still running
+        finally:
+            os.close(fd)
+
+
+def no_space(e: OSError, what: Path) -> BuildError | None:
+    """The one-line error for a full disk (or quota) while writing ``what``; None for others."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BuildError(f"no space left on the device of {what.parent} while writing {what.name}")
+    return None
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write a small file so that readers see the old content or the new, never a part:
-    a temp file beside it (unique, so concurrent builds do not collide), then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    a claimed temp file beside it (unique, so concurrent builds do not collide), then a
+    rename. Temp files left by killed writers of the same file are removed first."""
+    remove_stale(path.parent, f".{path.name}.*.partial")
+    fd, temp = claimed(path.parent, f".{path.name}.", ".partial")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(temp, path)
+            f.flush()
+            os.replace(temp, path)
+    except OSError as e:
+        temp.unlink(missing_ok=True)
+        raise no_space(e, path) or e from None
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
 class BlobStore:
-    """Blobs under ``ROOT/sha256/<hex>``; writes go through a temp file and a rename."""
+    """Blobs under ``ROOT/sha256/<hex>``; writes go through a claimed temp file in
+    ``ROOT/tmp`` and a rename. ``log`` hears of corrupt blobs thrown away."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, log: Callable[[str], None] | None = None) -> None:
         self.root = root
+        self.log = log
+        self._verified: set[str] = set()  # digests hashed (or written) by this store
+        self._swept = False
 
     def path(self, digest: str) -> Path:
         algorithm, _, hex_ = digest.partition(":")
@@ -52,29 +124,53 @@ class BlobStore:
         return self.root / algorithm / hex_
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        """Whether the store holds ``digest`` intact. Its content is hashed the first time
+        this store is asked; a blob whose content does not match (truncated, altered) is
+        deleted, so that the caller fetches it again."""
+        if digest in self._verified:
+            return True
+        path = self.path(digest)
+        try:
+            actual = file_digest(path)
+        except (FileNotFoundError, IsADirectoryError):
+            return False
+        if actual != digest:
+            path.unlink(missing_ok=True)
+            if self.log is not None:
+                self.log(f"Cached blob {digest[:19]} is corrupt (content {actual[:19]}): removed")
+            return False
+        self._verified.add(digest)
+        return True
 
     @contextmanager
     def writer(self) -> Iterator[tuple[BinaryIO, Path]]:
-        """A temp file inside the store, removed unless it was ``adopt``-ed."""
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
-        path = Path(name)
+        """A claimed temp file inside the store, removed unless it was ``adopt``-ed. The
+        first one of a store removes those left by builds that were killed."""
+        tmp = self.root / "tmp"
+        if not self._swept:
+            remove_stale(tmp, "blob-*")
+            self._swept = True
+        fd, path = claimed(tmp, "blob-")
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f, path
+        except OSError as e:
+            raise no_space(e, path) or e from None
         finally:
             path.unlink(missing_ok=True)
 
     def adopt(self, temp: Path, digest: str) -> Path:
-        """Move a finished temp file into place under ``digest`` (which the caller computed)."""
+        """Move a finished temp file into place under ``digest`` (which the caller computed
+        from its content, so it counts as verified)."""
         target = self.path(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, target)
+        self._verified.add(digest)
         return target
 
     def put_stream(self, chunks: Iterable[bytes], expected: str, what: str) -> Path:
-        """Store a downloaded blob, failing if its content does not match ``expected``."""
+        """Store a blob, hashed while it is copied; fails (storing nothing) if its content
+        does not match ``expected``."""
         with self.writer() as (f, temp):
             h = hashlib.sha256()
             for chunk in chunks:
@@ -83,7 +179,10 @@ class BlobStore:
             f.close()
             actual = "sha256:" + h.hexdigest()
             if actual != expected:
-                raise BuildError(f"{what}: content digest {actual} does not match {expected}")
+                raise BuildError(
+                    f"{what}: content digest {actual} does not match {expected} "
+                    "(truncated or altered)"
+                )
             return self.adopt(temp, expected)
 
     def put_bytes(self, data: bytes) -> str:

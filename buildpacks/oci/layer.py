@@ -184,9 +184,10 @@ def open_layer(layer: Layer) -> BinaryIO:
     f = open(layer.path, "rb")  # noqa: SIM115  (the caller closes the returned stream)
     if media_type in (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP) or media_type.endswith("gzip"):
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
-    if media_type == OCI_LAYER_ZSTD:
-        f.close()
-        raise ValueError("zstd layers are not readable yet")
+    if media_type == OCI_LAYER_ZSTD or media_type.endswith("zstd"):
+        import zstandard  # only for bases with zstd layers
+
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)  # type: ignore[return-value]
     if media_type == OCI_LAYER or media_type.endswith(".tar"):
         return f
     f.close()

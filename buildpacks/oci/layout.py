@@ -72,7 +72,9 @@ def _copy_blob(opener: Opener, store: BlobStore, desc: Descriptor, what: str) ->
         return
     try:
         with opener(blob_name(desc.digest)) as f:
-            store.put_stream(iter(lambda: f.read(1 << 20), b""), desc.digest, f"{what}: blob")
+            store.put_stream(
+                iter(lambda: f.read(1 << 20), b""), desc.digest, f"{what}: blob {desc.digest}"
+            )
     except FileNotFoundError:
         raise BuildError(f"{what}: blob {desc.digest} is missing from the layout") from None
     except (tarfile.TarError, EOFError) as e:

@@ -44,6 +44,9 @@ from buildpacks.progress import Transfers
 
 ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
 RETRY_STATUS = (429, 500, 502, 503, 504)
+# Distinct 401 challenges one request answers before giving up (a registry that varies
+# its challenge every time would otherwise keep a client asking for tokens forever).
+MAX_CHALLENGES = 3
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -110,9 +113,13 @@ class RegistryClient:
         stream: bool = False,
         what: str = "",
     ) -> httpx.Response:
-        """Send with auth, retrying on 5xx, 429 and dropped connections."""
+        """Send with auth, retrying on 5xx, 429 and dropped connections. A 401 is answered
+        once per distinct challenge (as go-containerregistry's bearer transport does): the
+        same challenge after new credentials or a new token means they were refused."""
         what = what or f"{method} {url}"
-        for attempt in range(1, self.options.attempts + 1):
+        answered: set[str] = set()
+        attempt = 1
+        while True:
             send_headers = dict(headers or {})
             if self.authorization:
                 send_headers["Authorization"] = self.authorization
@@ -128,32 +135,36 @@ class RegistryClient:
                         f"{e or type(e).__name__}"
                     ) from None
                 time.sleep(self.options.backoff * 2 ** (attempt - 1))
+                attempt += 1
                 continue
-            if response.status_code == 401 and not self._answered(response):
-                self._authenticate(response.headers.get("WWW-Authenticate", ""))
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if (
+                response.status_code == 401
+                and challenge not in answered
+                and len(answered) < MAX_CHALLENGES
+            ):
                 response.close()
-                return self.request(method, url, headers, body, stream, what)
+                answered.add(challenge)
+                self._authenticate(challenge)
+                continue
             if response.status_code in RETRY_STATUS and attempt < self.options.attempts:
                 delay = response.headers.get("Retry-After", "")
                 response.close()
                 time.sleep(
                     float(delay) if delay.isdigit() else self.options.backoff * 2 ** (attempt - 1)
                 )
+                attempt += 1
                 continue
             self._check(response, what)
             return response
-        raise AssertionError("unreachable")
-
-    def _answered(self, response: httpx.Response) -> bool:
-        """Whether a 401 came although we already sent what the registry asked for."""
-        return self.authorization is not None and "insufficient_scope" not in response.headers.get(
-            "WWW-Authenticate", ""
-        )
 
     def _check(self, response: httpx.Response, what: str) -> None:
         status = response.status_code
         registry = self.ref.registry
         if status == 401:
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if "insufficient_scope" in challenge:
+                raise self._insufficient_scope(challenge)
             who = f" as {self.credentials.username}" if self.credentials else ""
             raise BuildError(
                 f"registry {registry} refused the credentials{who} for {self.ref.repository} "
@@ -164,6 +175,20 @@ class RegistryClient:
                 f"registry {registry} denied {self.actions} access to {self.ref.repository}: "
                 "the account lacks permission for this repository"
             )
+
+    def _insufficient_scope(self, challenge: str) -> BuildError:
+        """The error for a token that does not grant what a request needs: the repository
+        and actions the registry asked for (its challenge's scope), else ours."""
+        scope = dict(_CHALLENGE_PARAM.findall(challenge)).get("scope", "")
+        kind, _, rest = scope.partition(":")
+        repository, _, actions = rest.rpartition(":")
+        if kind != "repository" or not repository:
+            repository, actions = self.ref.repository, self.actions
+        who = f" as {self.credentials.username}" if self.credentials else " anonymously"
+        return BuildError(
+            f"registry {self.ref.registry} refused {actions} access to repository {repository}"
+            f"{who} (insufficient_scope): the account lacks permission for it"
+        )
 
     def _authenticate(self, challenge: str) -> None:
         scheme, _, params_text = challenge.partition(" ")
@@ -183,12 +208,16 @@ class RegistryClient:
         if not realm:
             raise BuildError(f"registry {registry} sent a bearer challenge without a realm")
         params.pop("error", None)
-        params["scope"] = f"repository:{self.ref.repository}:{self.actions}"
+        # The scope we need, and the one the challenge names when it differs (a mount reads
+        # from another repository): both in one token.
+        ours = f"repository:{self.ref.repository}:{self.actions}"
+        scopes = list(dict.fromkeys([ours, params.pop("scope", ours)]))
         try:
             if self.credentials and self.credentials.identity_token:
                 # Docker's OAuth2 flow: the refresh token is traded for an access token.
                 form = {
                     **params,
+                    "scope": " ".join(scopes),
                     "grant_type": "refresh_token",
                     "refresh_token": self.credentials.identity_token,
                     "client_id": "python-buildpacks",
@@ -196,7 +225,7 @@ class RegistryClient:
                 response = self.http.post(realm, data=form)
             else:
                 headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
-                response = self.http.get(realm, params=params, headers=headers)
+                response = self.http.get(realm, params={**params, "scope": scopes}, headers=headers)
         except httpx.HTTPError as e:
             raise BuildError(f"cannot reach the token service of {registry}: {e}") from None
         if response.status_code in (401, 403):

@@ -41,8 +41,10 @@ def _from_cache(store: BlobStore, spec: str, platform: Platform) -> Image | None
     """The image last pulled for ``spec``, if it and all its blobs are still in the store."""
     try:
         digest = json.loads(_pinned(store, spec, platform).read_text())["manifest"]
+        if not store.has(digest):
+            return None
         data = store.path(digest).read_bytes()
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, BuildError):
         return None
 
     def present(descriptor):
