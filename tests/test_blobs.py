@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 from pathlib import Path
 
@@ -110,6 +111,28 @@ def test_corrupt_cached_layer_is_rebuilt(base_image, tmp_path):
     result = testbed.cli("build", str(project), env=env)
     assert built_digest(result) == first
     assert result.stdout.count("is missing or corrupt: rebuilding it") == len(records)
+
+
+def test_damaged_layer_in_the_previous_archive_is_rebuilt(base_image, tmp_path):
+    project = plain_app(tmp_path / "plain-app")
+    archive = project / "dist" / "plain-app-latest.tar"
+    first = built_digest(
+        testbed.cli("build", str(project), env=build_env(tmp_path / "a", base_image))
+    )
+    _, manifest, _ = testbed.read_archive_manifest(archive)
+    venv = manifest["layers"][1]["digest"]  # the dependencies layer, above the base's one
+    with tarfile.open(archive) as tar:
+        offset = tar.getmember("blobs/" + venv.replace(":", "/")).offset_data
+    with open(archive, "r+b") as f:
+        f.seek(offset + 1000)
+        byte = f.read(1)
+        f.seek(offset + 1000)
+        f.write(bytes([byte[0] ^ 1]))
+    result = testbed.cli("build", str(project), env=build_env(tmp_path / "b", base_image))
+    assert built_digest(result) == first
+    assert f"layer is unusable (oci-archive:{archive}: blob {venv}: content digest" in result.stdout
+    assert "Installing dependencies" in result.stdout
+    assert "Restored python-buildpacks/application app layer" in result.stdout
 
 
 def zstd_base(base_image: str, directory: Path) -> str:

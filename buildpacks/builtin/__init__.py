@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from buildpacks import __version__
 from buildpacks.config import BuildConfig
+from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore, write_atomic
 from buildpacks.oci.model import Descriptor, Image, Layer
 from buildpacks.sbom import Package
@@ -158,10 +159,14 @@ def reuse_or_build(
     hit = cached_layer(ctx, key)
     cached = hit is not None
     if hit is None and key in ctx.reusable:
-        hit = ctx.reusable[key]()
-        ctx.log(f"Restored {buildpack} {name} layer {hit[0].digest[:19]} from a previous image")
-        remember_layer(ctx, key, *hit)
-        cached = True
+        try:
+            hit = ctx.reusable[key]()
+        except BuildError as e:  # e.g. a damaged blob in the previous archive: not reused
+            ctx.log(f"Previous image's {buildpack} {name} layer is unusable ({e}): rebuilding it")
+        else:
+            ctx.log(f"Restored {buildpack} {name} layer {hit[0].digest[:19]} from a previous image")
+            remember_layer(ctx, key, *hit)
+            cached = True
     if hit is None:
         hit = build()
         remember_layer(ctx, key, *hit)
