@@ -264,12 +264,15 @@ def read_lock(path: Path, target: Target, cache_dir: Path | None = None) -> Lock
     ``uv export`` (a process start, tens of milliseconds) is kept by its inputs."""
     if path.name != "uv.lock" or cache_dir is None:
         return READERS[path.name](path, target)
+    from buildpacks.builtin import code_key  # the one key of the code behind cached things
+
     pyproject = path.parent / "pyproject.toml"
     inputs = [
         path.read_bytes(),
         pyproject.read_bytes() if pyproject.exists() else b"",
         repr((sorted(target.extras), sorted(target.groups))).encode(),
         importlib.metadata.version("uv").encode(),
+        code_key(__name__).encode(),  # a change to the reader gives a new record
     ]
     key = hashlib.sha256(b"\0".join(inputs)).hexdigest()
     record = cache_dir / "uv-export" / f"{key}.txt"

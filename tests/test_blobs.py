@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -296,3 +297,34 @@ def test_cache_keys_follow_the_code(base_image, tmp_path):
         assert "Restored" not in out and "(cached)" not in out, out
         assert "Reusing cached dependencies layer" not in out
         assert "Installing dependencies" in out
+
+
+def test_stale_temp_files_go_and_live_ones_stay(tmp_path):
+    from buildpacks.oci.blobs import claimed, remove_stale
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from buildpacks.oci.blobs import claimed;"
+            "fd, path = claimed(Path(sys.argv[1]), 'blob-');"
+            "print(path, flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        live = Path(holder.stdout.readline().strip())  # type: ignore[union-attr]
+        fd, mine = claimed(tmp_path, "blob-")  # this process's: live as well
+        remove_stale(tmp_path, "blob-*")
+        assert live.exists() and mine.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    remove_stale(tmp_path, "blob-*")
+    assert not live.exists()  # its maker is gone
+    assert mine.exists()
+    os.close(fd)
+    remove_stale(tmp_path, "blob-*")
+    assert not mine.exists()
