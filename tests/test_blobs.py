@@ -176,7 +176,8 @@ def test_base_with_zstd_layers_builds_and_runs(base_image, tmp_path, podman):
     result = testbed.cli("build", str(project), env=build_env(tmp_path / "cache", base))
     built_digest(result)
     assert "Python 3.11" in result.stdout
-    podman("load", "-i", str(project / "dist" / "plain-app-latest.tar"))
+    loaded = podman("load", "-i", str(project / "dist" / "plain-app-latest.tar"), check=False)
+    assert loaded.returncode == 0, loaded.stderr
     listing = podman.run("plain-app:latest", "-c", "ls /workspace", entrypoint="/bin/sh")
     assert "app.py" in listing.split()
     out = podman.run(
