@@ -136,8 +136,10 @@ def cached_layer(ctx: BuildContext, key: str) -> tuple[Layer, dict[str, Any]] | 
     try:
         data = json.loads(record.read_text())
         descriptor = Descriptor.from_json(data["descriptor"])
+        present = ctx.store.path(descriptor.digest).is_file()
         if not ctx.store.has(descriptor.digest):
-            ctx.log(f"Cached layer {descriptor.digest[:19]} is missing or corrupt: rebuilding it")
+            state = "corrupt" if present else "missing"
+            ctx.log(f"Cached layer {descriptor.digest[:19]} is {state}: rebuilding it")
             record.unlink(missing_ok=True)
             return None
         path = ctx.store.path(descriptor.digest)
