@@ -133,7 +133,6 @@ def test_damaged_layer_in_the_previous_archive_is_rebuilt(base_image, tmp_path):
     assert built_digest(result) == first
     assert f"layer is unusable (oci-archive:{archive}: blob {venv}: content digest" in result.stdout
     assert "Installing dependencies" in result.stdout
-    assert "Restored python-buildpacks/application app layer" in result.stdout
 
 
 def zstd_base(base_image: str, directory: Path) -> str:
@@ -262,7 +261,6 @@ def test_cache_keys_follow_the_code(base_image, tmp_path):
     # Same code, empty cache: the archive's layers are restored by their keys.
     same = testbed.cli("build", str(project), env=build_env(tmp_path / "empty", base_image))
     built_digest(same)
-    assert "Restored python-buildpacks/application app layer" in same.stdout
     assert "Restored python-buildpacks/dependencies venv layer" in same.stdout
 
     code = tmp_path / "code"
