@@ -208,10 +208,12 @@ class RegistryClient:
         if not realm:
             raise BuildError(f"registry {registry} sent a bearer challenge without a realm")
         params.pop("error", None)
-        # The scope we need, and the one the challenge names when it differs (a mount reads
-        # from another repository): both in one token.
+        # The scope we need, and the one the challenge names when it is of another
+        # repository (a mount reads from there): both in one token.
         ours = f"repository:{self.ref.repository}:{self.actions}"
-        scopes = list(dict.fromkeys([ours, params.pop("scope", ours)]))
+        theirs = params.pop("scope", ours)
+        same = theirs.startswith(f"repository:{self.ref.repository}:")
+        scopes = [ours] if same else [ours, theirs]
         try:
             if self.credentials and self.credentials.identity_token:
                 # Docker's OAuth2 flow: the refresh token is traded for an access token.
