@@ -142,7 +142,7 @@ def build_unless_up_to_date(
     if found is not None and not config.clear_cache:  # clear-cache asks for a full build
         for line in uptodate.report(found):
             log(line)
-        return BuildResult(found.image, found.digest, Path(found.archive))
+        return BuildResult(found.image, found.digest, Path(found.archive), config.platform)
     result = build_image(config, wheel, log=log)
     uptodate.remember(record, current, config, result.digest, result.archive)
     return result
