@@ -250,4 +250,5 @@ def test_previous_archive_and_cache_image_restore_layers_without_reinstalling(
     third = testbed.hatch_build(second, env_c)
     assert third.returncode == 0 and "Installing" not in third.stdout + third.stderr
     assert "Previous image oci-archive:" in third.stdout + third.stderr
+    assert "Restored python-buildpacks/application app layer" in third.stdout + third.stderr
     assert testbed.read_archive_manifest(second / ARCHIVE)[0] == digest

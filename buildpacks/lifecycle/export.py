@@ -317,6 +317,13 @@ def assemble(
             cnb.RuntimeMetadata(runtime.minor, runtime.version, runtime.interpreter)
         ),
     }
+    # The lifecycle label has no place for the app layers' cache keys; ours keeps them, so a
+    # build with an empty cache restores an unchanged app layer from the previous image.
+    app_keys = [r for r in ctx.layers if r.buildpack == application.ID and r.key]
+    if app_keys:
+        ours_labels[cnb.CACHE] = cnb.encode(
+            cnb.CacheMetadata([cnb.CachedLayer(r.key, r.layer.diff_id, r.extra) for r in app_keys])
+        )
     container["Labels"] = {
         **(container.get("Labels") or {}),
         **labels(config, plan, run_image, ctx),
