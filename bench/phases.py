@@ -31,11 +31,12 @@ MARKS = [
     ("Hatch: start, read the project, check the build environment", "Syncing dependencies"),
     (
         "Hatch: check the target's dependencies, start hatchling; hatchling and our imports, "
-        "metadata, up-to-date check, config, wheel",
-        "Building image",
+        "metadata, up-to-date check, config",
+        "===> ANALYZING",
     ),
-    ("detect", "===> ANALYZING"),
-    ("analyze (run image from the local store)", "===> RESTORING"),
+    ("analyze (run image from the local store, its Python)", "Run image "),
+    ("wheel (hatchling)", "Building image"),
+    ("detect", "===> RESTORING"),
     ("restore (previous archive's labels)", "===> BUILDING"),
     ("build (buildpacks: runtime, dependencies, app, processes)", "===> EXPORTING"),
     ("export (config, labels, SBOM layer, finish the archive)", "Image: "),

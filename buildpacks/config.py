@@ -53,7 +53,8 @@ OPTIONS = (
         "BP_PYTHON_VERSION",
         str,
         None,
-        "Python X.Y; default from .python-version, else the highest allowed by requires-python",
+        "Python X.Y; default the explicit base image's, else .python-version, else the highest "
+        "allowed by requires-python",
     ),
     Option(
         "default-process",
@@ -195,6 +196,12 @@ class BuildConfig:
     descriptor: project_toml.Descriptor = field(default_factory=project_toml.Descriptor)
     system_packages: tuple[str, ...] = ()
     debian_mirror: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def needs_base_python(self) -> bool:
+        """Whether the Python version is still to be read from the explicit base image."""
+        return not self.python_version
 
 
 def _suggest(key: str) -> str:
@@ -202,6 +209,34 @@ def _suggest(key: str) -> str:
     if close:
         return f"did you mean {close[0]!r}?"
     return "known keys: " + ", ".join(sorted(OPTION_BY_KEY))
+
+
+# BP_* variables read elsewhere than OPTIONS (registry credentials, by oci.auth).
+OTHER_ENV = ("BP_REGISTRY_USERNAME", "BP_REGISTRY_PASSWORD")
+
+
+def misspelled_env(env: Mapping[str, str]) -> list[str]:
+    """Warnings for ``BP_*`` variables that are not ours but close to one that is: a typo
+    would otherwise be ignored without a word."""
+    known = [o.env for o in OPTIONS if o.env] + list(OTHER_ENV)
+    warnings = []
+    for name in sorted(env):
+        if name.startswith("BP_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            if close:
+                warnings.append(f"{name} is not a setting and is ignored; did you mean {close[0]}?")
+    return warnings
+
+
+def check_misplaced(table: Mapping[str, Any], where: str) -> None:
+    """Refuse ``[tool.buildpacks]`` keys written in another table (e.g. Hatch's target
+    table), where they would be silently ignored."""
+    for key in table:
+        if key in OPTION_BY_KEY:
+            raise BuildError(
+                f"pyproject.toml: {key!r} under [{where}] is a python-buildpacks setting, "
+                f"which is read from [tool.buildpacks]: move it there"
+            )
 
 
 def gather(
@@ -315,33 +350,76 @@ def minor_allowed(spec: SpecifierSet, minor: str) -> bool:
     return any(spec.contains(f"{minor}.{patch}") for patch in range(0, 40))
 
 
+def python_specifier(requires_python: str | None) -> list[SpecifierSet]:
+    """``requires-python`` as alternatives: PEP 440 has no "or", Poetry's ``||`` has; a
+    version is allowed when one alternative allows it."""
+    try:
+        return [SpecifierSet(part.strip()) for part in (requires_python or "").split("||")]
+    except InvalidSpecifier:
+        raise BuildError(
+            f"requires-python {requires_python!r} is not a valid version specifier"
+        ) from None
+
+
+def python_allowed(alternatives: list[SpecifierSet], minor: str) -> bool:
+    """Whether ``requires-python`` (as ``python_specifier`` gives it) allows ``minor``."""
+    return any(minor_allowed(spec, minor) for spec in alternatives)
+
+
+@dataclass(frozen=True)
+class BasePython:
+    """What the explicit base image holds: its reference and its Pythons' ``X.Y``, in the
+    order the runtime buildpack prefers them."""
+
+    reference: str
+    minors: tuple[str, ...]
+
+
 def resolve_python_version(
     explicit: str | None,
     explicit_origin: str,
     version_file: str | None,
     requires_python: str | None,
+    base: BasePython | None = None,
 ) -> tuple[str, str]:
     """The image's Python ``X.Y`` and where it came from.
 
-    Precedence: the ``python-version`` setting, then ``.python-version``, then the highest
-    candidate allowed by ``requires-python``. A version outside ``requires-python`` is refused.
+    Precedence: the ``python-version`` setting, then the Python of an explicit ``base``
+    image, then ``.python-version``, then the highest candidate allowed by
+    ``requires-python``. A version outside ``requires-python`` is refused.
     """
-    try:
-        spec = SpecifierSet(requires_python or "")
-    except InvalidSpecifier:
+    spec = python_specifier(requires_python)
+    if explicit:
+        minor = _minor_of(explicit, explicit_origin)
+        if not python_allowed(spec, minor):
+            raise BuildError(
+                f"Python {minor} (from {explicit_origin}) is outside requires-python "
+                f"{requires_python!r}"
+            )
+        return minor, explicit_origin
+    if base is not None:
+        for minor in base.minors:
+            if python_allowed(spec, minor):
+                return minor, "base image"
+        if not base.minors:
+            raise BuildError(
+                f"base image {base.reference} has no Python interpreter; choose a base with "
+                "Python (e.g. python:3.12-slim)"
+            )
         raise BuildError(
-            f"requires-python {requires_python!r} is not a valid version specifier"
-        ) from None
-    for value, origin in ((explicit, explicit_origin), (version_file, ".python-version")):
-        if value:
-            minor = _minor_of(value, origin)
-            if requires_python and not minor_allowed(spec, minor):
-                raise BuildError(
-                    f"Python {minor} (from {origin}) is outside requires-python {requires_python!r}"
-                )
-            return minor, origin
+            f"base image {base.reference} has Python {', '.join(base.minors)}, outside "
+            f"requires-python {requires_python!r}; choose a base whose Python it allows"
+        )
+    if version_file:
+        minor = _minor_of(version_file, ".python-version")
+        if not python_allowed(spec, minor):
+            raise BuildError(
+                f"Python {minor} (from .python-version) is outside requires-python "
+                f"{requires_python!r}"
+            )
+        return minor, ".python-version"
     for minor in CANDIDATE_PYTHONS:
-        if minor_allowed(spec, minor):
+        if python_allowed(spec, minor):
             return minor, f"requires-python {requires_python!r}" if requires_python else "default"
     raise BuildError(
         f"requires-python {requires_python!r} allows none of the Python versions with base images "
@@ -368,8 +446,14 @@ def resolve(
     output_dir: Path,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    base_pythons: tuple[str, ...] | None = None,
 ) -> BuildConfig:
-    """Validate and complete the configuration of a build of ``project``."""
+    """Validate and complete the configuration of a build of ``project``.
+
+    With an explicit base image and no ``python-version``, the base decides the Python: the
+    caller reads the base and resolves again with its ``base_pythons``; until then the
+    configuration's ``needs_base_python`` is true (its ``python_version`` is empty).
+    """
     env = os.environ if env is None else env
     descriptor = project_toml.read_descriptor(project.root)
     project = project_toml.apply(descriptor, project, (project.root / "pyproject.toml").is_file())
@@ -387,12 +471,28 @@ def resolve(
         values.setdefault("python-version", suite_of(base).python)
         origins.setdefault("python-version", f"base image {base}")
 
-    python, origins["python-version"] = resolve_python_version(
-        values.get("python-version"),
-        origins.get("python-version", ""),
-        project.python_version_file,
-        project.requires_python,
-    )
+    explicit_base = "base-image" in values
+    if explicit_base and "python-version" not in values and base_pythons is None:
+        python, origins["python-version"] = "", "base image"
+        python_specifier(project.requires_python)  # an invalid one is reported now
+    else:
+        python, origins["python-version"] = resolve_python_version(
+            values.get("python-version"),
+            origins.get("python-version", ""),
+            project.python_version_file,
+            project.requires_python,
+            BasePython(values["base-image"], base_pythons)
+            if explicit_base and base_pythons is not None
+            else None,
+        )
+    warnings = misspelled_env(env)
+    if origins["python-version"] == "base image" and python and project.python_version_file:
+        pinned = _minor_of(project.python_version_file, ".python-version")
+        if pinned != python:
+            warnings.append(
+                f".python-version asks for Python {pinned}; the base image has {python}, "
+                "which is used (set python-version to choose)"
+            )
     if "base-image" not in values:
         values["base-image"], origins["base-image"] = f"python:{python}-slim", f"Python {python}"
     if "image" in values:
@@ -457,4 +557,5 @@ def resolve(
         descriptor=descriptor,
         system_packages=tuple(setting(values, "system-packages") or ()),
         debian_mirror=values.get("debian-mirror"),
+        warnings=tuple(warnings),
     )

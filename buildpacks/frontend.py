@@ -10,7 +10,8 @@ import dataclasses
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +19,66 @@ from uv import find_uv_bin
 
 from buildpacks import config as build_config
 from buildpacks import uptodate
-from buildpacks.builtin.application import source_files
+from buildpacks.builtin.application import source_files, wheel_content_digest
 from buildpacks.errors import BuildError
-from buildpacks.lifecycle import BuildResult, build_image
+from buildpacks.lifecycle import BuildResult, analyze, build_image
 from buildpacks.oci.auth import redact
-from buildpacks.oci.blobs import file_digest
+from buildpacks.oci.layer import source_date_epoch
+from buildpacks.oci.model import Image
 from buildpacks.project import (
     Project,
     project_from_wheel,
+    provisional_project,
     read_pyproject,
     source_project,
     static_project,
 )
 
 
-def build_wheel(root: Path, out_dir: Path, log: Callable[[str], None]) -> Path:
-    """Build the project's wheel with its own PEP 517 backend (through ``uv build``); when it
-    fails, the backend's whole output goes to ``log`` before the one-line error."""
+def wheel_env() -> dict[str, str]:
+    """The environment a wheel is built in: ``SOURCE_DATE_EPOCH`` set (to the layers' date
+    unless the user set it), so backends that stamp files with the time (setuptools) give
+    the same wheel twice."""
+    return {**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch())}
+
+
+@contextmanager
+def reproducible_wheel_env() -> Iterator[None]:
+    """``wheel_env`` for a backend that builds in this process (setuptools)."""
+    saved = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = wheel_env()["SOURCE_DATE_EPOCH"]
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = saved
+
+
+def host_python(minor: str) -> str | None:
+    """An interpreter of Python ``minor`` on this machine, if uv finds one (none is
+    downloaded: the build must not reach for the network for it)."""
+    result = subprocess.run(
+        [find_uv_bin(), "python", "find", "--no-python-downloads", "--no-project", minor],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    found = result.stdout.strip()
+    return found if result.returncode == 0 and found else None
+
+
+def build_wheel(
+    root: Path, out_dir: Path, log: Callable[[str], None], python: str | None = None
+) -> Path:
+    """Build the project's wheel with its own PEP 517 backend (through ``uv build``), with
+    Python ``python`` (X.Y, the image's) when this machine has it; when it fails, the
+    backend's whole output goes to ``log`` before the one-line error."""
+    interpreter = host_python(python) if python else None
     # Not --quiet: that silences the backend's own output, which is the error a user needs.
     result = subprocess.run(
-        [find_uv_bin(), "build", "--wheel", "--out-dir", str(out_dir), str(root)],
-        capture_output=True, text=True, check=False,
+        [find_uv_bin(), "build", "--wheel", "--out-dir", str(out_dir),
+         *(["--python", interpreter] if interpreter else []), str(root)],
+        capture_output=True, text=True, check=False, env=wheel_env(),
     )  # fmt: skip
     wheels = sorted(out_dir.glob("*.whl"))
     if result.returncode != 0 or not wheels:
@@ -78,6 +118,36 @@ def known_project(root: Path) -> Project | None:
     return static_project(root)
 
 
+def analyze_project(
+    root: Path,
+    output_dir: Path,
+    overrides: Mapping[str, Any],
+    work: Path,
+    log: Callable[[str], None],
+) -> tuple[analyze.Analysis, Path | None]:
+    """The configuration completed by the run image, and the wheel (None for a source
+    application). The run image is read before the wheel is built, so a base that does not
+    fit fails first; only when nothing but the wheel can say which Python the project needs
+    (no static metadata, no setting, no ``.python-version``) is the wheel built first, rather
+    than pull a base chosen by a guess."""
+    project = known_project(root)
+    if project is None:
+        project = provisional_project(root)
+        config = build_config.resolve(project, output_dir, overrides=overrides)
+        if config.origins["python-version"] == "default":
+            project = None
+    analysis = None
+    if project is not None:
+        analysis = analyze.prepare(project, output_dir, log, overrides)
+        if project.version == "latest" and not (root / "pyproject.toml").exists():
+            return analysis, None
+    wheel = build_wheel(root, work, log, analysis.config.python_version if analysis else None)
+    built = project_from_wheel(root, wheel)
+    if analysis is None:
+        return analyze.prepare(built, output_dir, log, overrides), wheel
+    return analyze.reanalyze(analysis, built, log, overrides), wheel
+
+
 def resolve_project(
     root: Path,
     output_dir: Path,
@@ -86,14 +156,8 @@ def resolve_project(
     log: Callable[[str], None],
 ) -> tuple[build_config.BuildConfig, Path | None]:
     """The validated configuration and the wheel (None for a source application)."""
-    project = known_project(root)
-    if project is not None:
-        config = build_config.resolve(project, output_dir, overrides=overrides)  # fails early
-        if project.version == "latest" and not (root / "pyproject.toml").exists():
-            return config, None
-    wheel = build_wheel(root, work, log)
-    project = project_from_wheel(root, wheel)
-    return build_config.resolve(project, output_dir, overrides=overrides), wheel
+    analysis, wheel = analyze_project(root, output_dir, overrides, work, log)
+    return analysis.config, wheel
 
 
 def build_project(
@@ -107,8 +171,8 @@ def build_project(
     if not root.is_dir():
         raise BuildError(f"{root}: not a directory")
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        config, wheel = resolve_project(root, output_dir, overrides, Path(tmp), log)
-        return build_unless_up_to_date(config, wheel, log)
+        analysis, wheel = analyze_project(root, output_dir, overrides, Path(tmp), log)
+        return build_unless_up_to_date(analysis.config, wheel, log, run_image=analysis.run_image)
 
 
 def build_unless_up_to_date(
@@ -118,13 +182,14 @@ def build_unless_up_to_date(
     *,
     env: Mapping[str, str] = os.environ,
     code: Iterable[Path] = (),
+    run_image: Image | None = None,
 ) -> BuildResult:
     """``build_image``, skipped when the last build of the project into the same directory
     had the same inputs. The project's backend is not known here, so its wheel, already
     built, stands for everything the backend read: its content is part of the inputs (for
     an application without a wheel, every file its image copies is), with the resolved
     configuration (command-line flags and ``-C`` settings included). ``code``: the adapter
-    running the build, beside the core."""
+    running the build, beside the core; ``run_image``: the base ``analyze.prepare`` opened."""
     root = config.project.root
     record = uptodate.record_file(config.cache_dir, root, config.output_dir)
 
@@ -135,7 +200,9 @@ def build_unless_up_to_date(
                 tuple(root / name for name in source_files(root)), {"config": settings}
             )
         else:
-            inputs = uptodate.Inputs(values={"config": settings, "wheel": file_digest(wheel)})
+            inputs = uptodate.Inputs(
+                values={"config": settings, "wheel": wheel_content_digest(wheel)}
+            )
         return uptodate.fingerprint(root, env, inputs, code=code)
 
     current, found = uptodate.check(record, take)
@@ -143,7 +210,7 @@ def build_unless_up_to_date(
         for line in uptodate.report(found):
             log(line)
         return BuildResult(found.image, found.digest, Path(found.archive), config.platform)
-    result = build_image(config, wheel, log=log)
+    result = build_image(config, wheel, log, run_image)
     uptodate.remember(record, current, config, result.digest, result.archive)
     return result
 
@@ -179,4 +246,4 @@ def describe(config: build_config.BuildConfig) -> list[str]:
     return [
         redact(f"{key:<{width}} = {value!r}  ({config.origins.get(key, 'default')})")
         for key, value in values.items()
-    ]
+    ] + [f"warning: {warning}" for warning in config.warnings]

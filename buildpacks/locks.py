@@ -75,6 +75,16 @@ class Locked:
     source: str  # the lock file's name
     text: str  # requirements.txt syntax
     complete: bool
+    unpinned: tuple[str, ...] = ()  # names of requirements not pinned to one version
+    names: tuple[str, ...] = ()  # of the requirements listed (requirements.txt)
+
+
+def pinned(requirement: Requirement) -> bool:
+    """Whether ``requirement`` names exactly one version (``==X`` without ``*``, ``===X``)."""
+    specs = list(requirement.specifier)
+    return len(specs) == 1 and (
+        specs[0].operator == "===" or (specs[0].operator == "==" and "*" not in specs[0].version)
+    )
 
 
 _SELF_INSTALL = re.compile(r"^\s*(?:(?:-e|--editable)\s+)?\.(?:/)?(?:\[[^\]]*\])?\s*(?:#.*)?$")
@@ -222,6 +232,8 @@ def read_requirements(path: Path, target: Target) -> Locked:
         logical.append((start, pending + text))
         pending = ""
     kept = []
+    unpinned = []
+    names = []
     for number, text in logical:
         stripped = text.strip()
         if not stripped:
@@ -247,7 +259,11 @@ def read_requirements(path: Path, target: Target) -> Locked:
             str(requirement.marker) if requirement.marker else None, f"{path}: line {number}"
         ):
             kept.append(stripped)
-    return Locked(path.name, "\n".join(kept) + "\n", complete=False)
+            names.append(requirement.name)
+            if not pinned(requirement):
+                unpinned.append(requirement.name)
+    text = "\n".join(kept) + "\n"
+    return Locked(path.name, text, complete=False, unpinned=tuple(unpinned), names=tuple(names))
 
 
 READERS = {

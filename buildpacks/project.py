@@ -95,6 +95,15 @@ def _urls(meta: Any) -> dict[str, str]:
     return urls
 
 
+def _console_scripts(entry_points: str | None) -> dict[str, str]:
+    if entry_points is None:
+        return {}
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(entry_points)
+    return dict(parser.items("console_scripts")) if parser.has_section("console_scripts") else {}
+
+
 def read_wheel(wheel: Path) -> tuple[Any, dict[str, str]]:
     """The METADATA headers and the console scripts of a wheel."""
     try:
@@ -104,15 +113,26 @@ def read_wheel(wheel: Path) -> tuple[Any, dict[str, str]]:
                 n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info")
             )
             metadata = HeaderParser().parsestr(zf.read(f"{dist_info}/METADATA").decode())
-            scripts: dict[str, str] = {}
-            if f"{dist_info}/entry_points.txt" in names:
-                parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-                parser.optionxform = str  # type: ignore[assignment,method-assign]
-                parser.read_string(zf.read(f"{dist_info}/entry_points.txt").decode())
-                if parser.has_section("console_scripts"):
-                    scripts = dict(parser.items("console_scripts"))
+            entry_points = f"{dist_info}/entry_points.txt"
+            scripts = _console_scripts(
+                zf.read(entry_points).decode() if entry_points in names else None
+            )
     except (OSError, zipfile.BadZipFile, StopIteration, KeyError) as e:
         raise BuildError(f"{wheel}: not a readable wheel ({e})") from None
+    return metadata, scripts
+
+
+def read_dist_info(directory: Path) -> tuple[Any, dict[str, str]]:
+    """The METADATA headers and console scripts of a ``.dist-info`` directory (what a PEP
+    517 backend's ``prepare_metadata_for_build_wheel`` writes, before any wheel)."""
+    try:
+        metadata = HeaderParser().parsestr((directory / "METADATA").read_text(encoding="utf-8"))
+        entry_points = directory / "entry_points.txt"
+        scripts = _console_scripts(
+            entry_points.read_text(encoding="utf-8") if entry_points.is_file() else None
+        )
+    except OSError as e:
+        raise BuildError(f"{directory}: not a readable .dist-info ({e})") from None
     return metadata, scripts
 
 
@@ -129,9 +149,9 @@ def load_project(root: Path, **metadata: Any) -> Project:
 
 
 def project_from_wheel(root: Path, wheel: Path) -> Project:
-    """The project at ``root`` as described by the wheel built from it (Requires-Python
-    falls back to Poetry's python constraint, which poetry-core writes too)."""
-    meta, scripts = read_wheel(wheel)
+    """The project at ``root`` as described by the wheel built from it (or by the
+    ``.dist-info`` directory its backend prepared)."""
+    meta, scripts = read_dist_info(wheel) if wheel.is_dir() else read_wheel(wheel)
     return load_project(
         root,
         name=meta["Name"],
@@ -145,8 +165,7 @@ def project_from_wheel(root: Path, wheel: Path) -> Project:
     )
 
 
-def poetry_constraint(text: str) -> str:
-    """A Poetry version constraint (``^3.11``, ``~3.10``, ``3.11.*``) as a PEP 440 specifier."""
+def _poetry_clause(text: str) -> str:
     parts = []
     for item in (p.strip() for p in text.replace(" ", "").split(",") if p.strip()):
         if item == "*":
@@ -164,6 +183,19 @@ def poetry_constraint(text: str) -> str:
         else:
             parts.append(item)
     return ",".join(parts)
+
+
+def poetry_constraint(text: str) -> str:
+    """A Poetry version constraint (``^3.11``, ``~3.10``, ``3.11.*``) as a PEP 440 specifier;
+    alternatives (``^3.11 || ^3.12``) stay joined by ``||``, which ``config`` reads as "or"."""
+    return " || ".join(_poetry_clause(alt) for alt in re.split(r"\|\|?", text) if alt.strip())
+
+
+def with_extra(requirement: str, extra: str) -> str:
+    """``requirement`` as a Requires-Dist entry of ``extra`` (its own marker kept)."""
+    name, sep, marker = requirement.partition(";")
+    condition = f"extra == {extra!r}"
+    return f"{name.strip()}; ({marker.strip()}) and {condition}" if sep else f"{name}; {condition}"
 
 
 def _license(value: Any) -> str | None:
@@ -188,7 +220,7 @@ def static_project(root: Path) -> Project | None:
             return None
         requires = list(table.get("dependencies", []))
         for extra, items in (table.get("optional-dependencies") or {}).items():
-            requires += [f"{item}; extra == {extra!r}" for item in items]
+            requires += [with_extra(item, extra) for item in items]
         return load_project(
             root,
             name=table["name"],
@@ -225,6 +257,28 @@ def static_project(root: Path) -> Project | None:
             scripts=scripts,
         )
     return None
+
+
+def provisional_project(root: Path) -> Project:
+    """What is known of a project whose backend must give its metadata (dynamic fields,
+    ``setup.cfg``, ``setup.py``) before it is built: its name, and ``requires-python`` where
+    it is written statically; enough to check configuration and base before the wheel."""
+    table = read_pyproject(root).get("project")
+    table = table if isinstance(table, dict) else {}
+    requires = (
+        None if "requires-python" in table.get("dynamic", []) else table.get("requires-python")
+    )
+    setup_cfg = root / "setup.cfg"
+    if requires is None and setup_cfg.is_file():
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read_string(setup_cfg.read_text(encoding="utf-8"))
+            requires = parser.get("options", "python_requires", fallback=None)
+        except configparser.Error:
+            pass  # setuptools reports it when it builds the wheel
+    return load_project(
+        root, name=table.get("name") or root.resolve().name, version="0", requires_python=requires
+    )
 
 
 def source_project(root: Path) -> Project:

@@ -146,10 +146,18 @@ class ImageBuilder(BuilderInterface):
         return str(self._build(Path(directory)))
 
     def project(self) -> Project:
-        """The project as hatchling's metadata sees it (dynamic fields resolved)."""
-        from buildpacks.project import load_project
+        """The project as hatchling's metadata sees it (dynamic fields resolved), optional
+        dependencies included (marked by their extra) so that ``extras`` can select them."""
+        from buildpacks.config import check_misplaced
+        from buildpacks.project import load_project, with_extra
 
+        check_misplaced(self.target_config, "tool.hatch.build.targets.image")
         core = self.metadata.core
+        optional = [
+            with_extra(requirement, extra)
+            for extra, requirements in core.optional_dependencies.items()
+            for requirement in requirements
+        ]
         return load_project(
             Path(self.root),
             name=core.name,
@@ -158,21 +166,21 @@ class ImageBuilder(BuilderInterface):
             summary=core.description or None,
             license=core.license_expression or core.license or None,
             urls=dict(core.urls),
-            requires_dist=tuple(core.dependencies),
+            requires_dist=(*core.dependencies, *optional),
             scripts=dict(core.scripts),
         )
 
     def _build(self, directory: Path) -> Path:
-        from buildpacks import config as build_config
-        from buildpacks.lifecycle import build_image
+        from buildpacks.lifecycle import analyze, build_image
         from buildpacks.lifecycle.export import archive_path
 
-        # Configuration is resolved before the wheel is built, so bad input fails first.
-        config = build_config.resolve(self.project(), directory.resolve())
+        # Configuration and run image come before the wheel, so bad input fails first.
+        analysis = analyze.prepare(self.project(), directory.resolve(), self.app.display_info)
+        config = analysis.config
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
             wheel = Path(next(self._wheel_builder.build(directory=tmp, versions=["standard"])))
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
-            result = build_image(config, wheel, log=self.app.display_info)
+            result = build_image(config, wheel, self.app.display_info, analysis.run_image)
         uptodate.remember(
             self._record_file(directory), self._fingerprint, config, result.digest, result.archive
         )

@@ -65,23 +65,38 @@ def build_wheel(
     config_settings: dict[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    name = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
     overrides = image_settings(config_settings)
     if overrides is None:
-        return name
-    from buildpacks import config as build_config
+        return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    import tempfile
+
     from buildpacks.errors import report
-    from buildpacks.frontend import build_unless_up_to_date
+    from buildpacks.frontend import build_unless_up_to_date, reproducible_wheel_env
+    from buildpacks.lifecycle import analyze
     from buildpacks.project import project_from_wheel
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     out = Path(wheel_directory)
+    name: str | None = None
     try:
-        project = project_from_wheel(project_root(out), out / name)
-        config = build_config.resolve(project, out.resolve(), overrides=overrides)
-        build_unless_up_to_date(config, out / name, log, code=[Path(__file__).parent])
+        # Metadata, configuration and run image before the wheel: bad input fails first.
+        with tempfile.TemporaryDirectory(prefix="buildpacks-metadata-") as tmp:
+            dist_info = _setuptools.prepare_metadata_for_build_wheel(tmp, config_settings)
+            project = project_from_wheel(project_root(out), Path(tmp) / dist_info)
+        analysis = analyze.prepare(project, out.resolve(), log, overrides=overrides)
+        with reproducible_wheel_env():
+            name = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+        build_unless_up_to_date(
+            analysis.config,
+            out / name,
+            log,
+            code=[Path(__file__).parent],
+            run_image=analysis.run_image,
+        )
     except (Exception, KeyboardInterrupt) as e:
+        if name is not None:  # the hook fails: no wheel of it is left in dist/ either
+            (out / name).unlink(missing_ok=True)
         raise SystemExit(report(e, log, os.environ)) from None
     return name

@@ -127,3 +127,87 @@ def test_creation_time_setting_then_source_date_epoch_then_default():
     assert before <= now <= int(time.time())
     with pytest.raises(BuildError, match=r"creation-time \(command line\) must be Unix seconds"):
         resolve(project(), Path("/o"), env={}, overrides={"creation-time": "yesterday"})
+
+
+BASE = "oci-layout:/images/base:1"
+
+
+def test_explicit_base_decides_the_python_version():
+    p = project(requires_python=">=3.10", python_version_file="3.12")
+    pending = resolve(p, Path("/out"), env={"BP_BASE_IMAGE": BASE})
+    assert pending.needs_base_python  # to be read from the base before any wheel is built
+    config = resolve(p, Path("/out"), env={"BP_BASE_IMAGE": BASE}, base_pythons=("3.11",))
+    assert (config.python_version, config.origins["python-version"]) == ("3.11", "base image")
+    assert not config.needs_base_python
+    assert any(".python-version asks for Python 3.12" in w for w in config.warnings)
+
+
+def test_base_python_precedence():
+    p = project(requires_python=">=3.10", python_version_file="3.12")
+    env = {"BP_BASE_IMAGE": BASE, "BP_PYTHON_VERSION": "3.13"}
+    # python-version beats the base (the runtime check then asks the base for it)
+    assert resolve(p, Path("/out"), env=env, base_pythons=("3.11",)).python_version == "3.13"
+    # the default base does not decide: it is named after the version
+    config = resolve(p, Path("/out"), env={}, base_pythons=("3.11",))
+    assert (config.python_version, config.base_image) == ("3.12", "python:3.12-slim")
+    # the base's interpreters in preference order; the first one requires-python allows
+    config = resolve(
+        project(requires_python=">=3.12"), Path("/out"), env={"BP_BASE_IMAGE": BASE},
+        base_pythons=("3.11", "3.12"),
+    )  # fmt: skip
+    assert config.python_version == "3.12"
+
+
+def test_base_python_outside_requires_python_is_refused():
+    with pytest.raises(
+        BuildError, match=r"base image .*base:1 has Python 3.11, outside requires-python '>=3.12'"
+    ):
+        resolve(
+            project(requires_python=">=3.12"), Path("/out"), env={"BP_BASE_IMAGE": BASE},
+            base_pythons=("3.11",),
+        )  # fmt: skip
+    with pytest.raises(BuildError, match="has no Python interpreter"):
+        resolve(project(), Path("/out"), env={"BP_BASE_IMAGE": BASE}, base_pythons=())
+
+
+def test_poetry_alternatives_are_read_as_or():
+    from buildpacks.project import poetry_constraint
+
+    either = poetry_constraint("^3.11 || ^3.12")
+    assert resolve_python_version("3.11", "BP_PYTHON_VERSION", None, either)[0] == "3.11"
+    assert resolve_python_version(None, "", None, poetry_constraint(">=3.9 || <3"))[0] == "3.14"
+    assert resolve_python_version(None, "", None, poetry_constraint("~3.10 | ~3.12"))[0] == "3.12"
+    with pytest.raises(BuildError, match="outside requires-python"):
+        resolve_python_version("3.13", "BP_PYTHON_VERSION", None, poetry_constraint("~3.10|~3.12"))
+
+
+def test_misspelled_environment_variable_is_warned_about():
+    config = resolve(project(), Path("/out"), env={"BP_PYTHON_VERISON": "3.12", "BP_OTHER": "x"})
+    assert config.warnings == (
+        "BP_PYTHON_VERISON is not a setting and is ignored; did you mean BP_PYTHON_VERSION?",
+    )
+
+
+def test_buildpacks_keys_in_another_table_are_refused():
+    from buildpacks.config import check_misplaced
+
+    check_misplaced({"dependencies": ["python-buildpacks"]}, "tool.hatch.build.targets.image")
+    with pytest.raises(
+        BuildError,
+        match=r"'base-image' under \[tool.hatch.build.targets.image\] .* read from "
+        r"\[tool.buildpacks\]: move it there",
+    ):
+        check_misplaced({"base-image": "x"}, "tool.hatch.build.targets.image")
+
+
+def test_optional_dependencies_keep_their_own_markers(tmp_path):
+    from buildpacks.project import static_project
+
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "a"\nversion = "1"\n'
+        '[project.optional-dependencies]\nd = ["x>=1; python_version < \'3.12\'", "y"]\n'
+    )
+    assert static_project(tmp_path).requires_dist == (
+        "x>=1; (python_version < '3.12') and extra == 'd'",
+        "y; extra == 'd'",
+    )

@@ -28,7 +28,7 @@ def test_build_prints_phases_plan_reference_and_digest(example_build):
     for phase in ("DETECTING", "ANALYZING", "BUILDING", "EXPORTING"):
         assert f"===> {phase}" in out
     assert "python-buildpacks/dependencies" in out
-    assert "Python 3.11 (from .python-version)" in out
+    assert "Python 3.11 (from base image)" in out
     digest, _, _ = testbed.read_archive_manifest(project / ARCHIVE)
     assert "Image: example-service:0.1.0" in out
     assert f"Digest: {digest}" in out

@@ -194,3 +194,14 @@ def test_a_requirements_file_that_installs_the_project_is_not_a_lock(tmp_path):
     assert find_lock(tmp_path) == tmp_path / "Pipfile.lock"
     (tmp_path / "requirements.txt").write_text("flask==3.0.0  # not .e nor -e .\n")
     assert find_lock(tmp_path) == tmp_path / "requirements.txt"
+
+
+def test_requirements_lines_not_pinned_to_one_version_are_named(tmp_path):
+    path = write(
+        tmp_path,
+        "requirements.txt",
+        "flask==3.1.3\nwaitress>=3\nclick\njinja2==3.*\nmarkupsafe===3.0.4\n"
+        'tomli>=2; python_version < "3.11"\n',
+    )
+    locked = read_lock(path, PY311)
+    assert locked.unpinned == ("waitress", "click", "jinja2")  # tomli's marker is false here

@@ -1,11 +1,16 @@
-"""Finding the run image's Python and C library from its layers, whiteouts included."""
+"""Finding the run image's Python and C library from its layers, whiteouts included; the
+project wheel's tags checked against them."""
 
 from __future__ import annotations
 
+import re
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from buildpacks.builtin import Runtime
+from buildpacks.builtin.application import check_wheel_fits, wheel_content_digest
 from buildpacks.builtin.runtime import find_runtime, inspect_run_image
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore
@@ -71,3 +76,81 @@ def test_whiteout_removes_the_interpreter(tmp_path):
 def test_musl_base(tmp_path):
     image = image_of(tmp_path, {"lib/ld-musl-x86_64.so.1": "", "usr/local/bin/python3.13": ""})
     assert inspect_run_image(image, "x86_64")["wheel_platform"] == "x86_64-unknown-linux-musl"
+
+
+def test_python_minors_in_preference_order(tmp_path):
+    from buildpacks.builtin.runtime import python_minors
+
+    image = image_of(
+        tmp_path, {"usr/bin/python3.11": "", "usr/local/bin/python3.12": "", "bin/python3.11": ""}
+    )
+    assert python_minors(inspect_run_image(image, "x86_64")) == ("3.12", "3.11")
+
+
+DEBIAN_311 = Runtime("/usr/bin/python3.11", "3.11.2", "3.11", "x86_64-manylinux_2_36")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a-1-py3-none-any.whl",
+        "a-1-py2.py3-none-any.whl",
+        "a-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "a-1-cp39-abi3-manylinux_2_28_x86_64.whl",
+        "a-1-cp311-cp311-manylinux_2_36_x86_64.whl",
+    ],
+)
+def test_wheels_the_image_loads(name):
+    check_wheel_fits(Path(name), DEBIAN_311)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a-1-cp312-cp312-manylinux_2_17_x86_64.whl", "build the wheel with Python 3.11"),
+        ("a-1-py3-none-linux_x86_64.whl", "built against the C library of the machine"),
+        ("a-1-cp311-cp311-manylinux_2_39_x86_64.whl", "build it for manylinux_2_36_x86_64"),
+        ("a-1-cp311-cp311-manylinux_2_17_aarch64.whl", "build it for manylinux_2_36_x86_64"),
+        ("a-1-cp311-cp311-musllinux_1_2_x86_64.whl", "or choose a base image it fits"),
+    ],
+)
+def test_wheels_the_image_cannot_load_are_refused(name, message):
+    with pytest.raises(BuildError, match=r"cannot be loaded by the image \(CPython 3.11, cp311"):
+        check_wheel_fits(Path(name), DEBIAN_311)
+    with pytest.raises(BuildError, match=re.escape(message)):
+        check_wheel_fits(Path(name), DEBIAN_311)
+
+
+def test_musl_image_loads_musllinux_wheels():
+    alpine = Runtime("/usr/local/bin/python3.12", "3.12.7", "3.12", "x86_64-unknown-linux-musl")
+    check_wheel_fits(Path("a-1-cp312-cp312-musllinux_1_1_x86_64.whl"), alpine)
+    with pytest.raises(BuildError):
+        check_wheel_fits(Path("a-1-cp312-cp312-manylinux_2_17_x86_64.whl"), alpine)
+
+
+def _wheel(path: Path, when: tuple[int, ...], files: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(zipfile.ZipInfo(name, date_time=when), text)
+    return path
+
+
+def test_wheel_content_digest_ignores_timestamps_not_content(tmp_path):
+    files = {"a/__init__.py": "x = 1\n", "a-1.dist-info/METADATA": "Name: a\n"}
+    first = _wheel(tmp_path / "1.whl", (2020, 1, 1, 0, 0, 0), files)
+    second = _wheel(tmp_path / "2.whl", (2024, 5, 6, 7, 8, 10), files)
+    assert first.read_bytes() != second.read_bytes()
+    assert wheel_content_digest(first) == wheel_content_digest(second)
+    edited = _wheel(tmp_path / "3.whl", (2020, 1, 1, 0, 0, 0), {**files, "a/__init__.py": "x=2"})
+    assert wheel_content_digest(edited) != wheel_content_digest(first)
+
+
+def test_a_hosts_own_linux_wheel_fits_an_image_with_its_glibc_or_newer():
+    from buildpacks.builtin.application import Host
+
+    wheel = Path("a-1-cp311-cp311-linux_x86_64.whl")
+    check_wheel_fits(wheel, DEBIAN_311, Host("x86_64", (2, 36)))  # Debian 12 builds for Debian 12
+    check_wheel_fits(wheel, DEBIAN_311, Host("x86_64", (2, 31)))
+    for host in (Host("x86_64", (2, 39)), Host("aarch64", (2, 36)), Host("x86_64", None)):
+        with pytest.raises(BuildError, match="a linux_\\* wheel is built against the C library"):
+            check_wheel_fits(wheel, DEBIAN_311, host)

@@ -4,12 +4,19 @@ shebangs that name the venv's interpreter in the image; no bytecode is compiled.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
+import re
 import shutil
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pathspec
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from buildpacks.builtin import (
     IMAGE_USER,
@@ -68,6 +75,102 @@ def install_wheel(wheel: Path, stage: Path, runtime: Runtime, interpreter: str) 
         raise BuildError(f"{wheel.name}: cannot be installed ({e})") from None
 
 
+@dataclass(frozen=True)
+class Host:
+    """The machine building the image: a ``linux_<arch>`` wheel it compiled links against
+    its C library, so it loads in an image of the same architecture whose glibc is as new."""
+
+    machine: str  # x86_64, aarch64
+    glibc: tuple[int, int] | None  # None: not a glibc system
+
+
+def this_host() -> Host:
+    """The facts of this machine that decide whether its own wheels fit an image."""
+    text = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
+    match = re.fullmatch(r"glibc (\d+)\.(\d+).*", text or "")
+    return Host(platform.machine(), (int(match[1]), int(match[2])) if match else None)
+
+
+def image_platforms(runtime: Runtime, host: Host | None = None) -> list[str]:
+    """The wheel platform tags the image can load, best first: manylinux down from its
+    glibc (legacy aliases included), or musllinux; ``linux_<arch>`` only for wheels of a
+    ``host`` of the image's architecture whose glibc is not newer than the image's."""
+    machine, _, libc = runtime.wheel_platform.partition("-")
+    if libc.endswith("linux-musl"):
+        return [f"musllinux_1_{minor}_{machine}" for minor in range(2, -1, -1)]
+    glibc = int(libc.rsplit("_", 1)[1])
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    platforms = []
+    for minor in range(glibc, 4, -1):
+        platforms.append(f"manylinux_2_{minor}_{machine}")
+        if minor in legacy:
+            platforms.append(f"{legacy[minor]}_{machine}")
+    if host is not None and host.machine == machine and host.glibc and host.glibc <= (2, glibc):
+        platforms.append(f"linux_{machine}")
+    return platforms
+
+
+def image_tags(runtime: Runtime, host: Host | None = None) -> set[Tag]:
+    """Every wheel tag the image's CPython, ABI and platform accept."""
+    major, minor = (int(n) for n in runtime.minor.split("."))
+    platforms = image_platforms(runtime, host)
+    cp = f"cp{major}{minor}"
+    return {
+        *cpython_tags((major, minor), abis=[cp], platforms=platforms),
+        *compatible_tags((major, minor), cp, platforms),
+    }
+
+
+def check_wheel_fits(wheel: Path, runtime: Runtime, host: Host | None = None) -> None:
+    """Refuse a project wheel the image's Python cannot load, saying how to get one it can;
+    ``host``: the machine that built it (its ``linux_<arch>`` wheels may fit)."""
+    try:
+        tags = parse_wheel_filename(wheel.name)[3]
+    except InvalidWheelFilename as e:
+        raise BuildError(f"{wheel.name}: not a wheel file name ({e})") from None
+    if tags & image_tags(runtime, host):
+        return
+    shown = ", ".join(sorted(map(str, tags)))
+    cp = f"cp{runtime.minor.replace('.', '')}"
+    interpreters = {t.interpreter for t in tags}
+    platforms = {t.platform for t in tags}
+    target = image_platforms(runtime)[0]
+    if not interpreters & {cp, "py3", f"py{cp[2:]}"}:
+        fix = (
+            f"build the wheel with Python {runtime.minor}, or set python-version to the Python it "
+            "was built for (with a base image that has it)"
+        )
+    elif all(p.startswith("linux_") for p in platforms):
+        fix = (
+            "a linux_* wheel is built against the C library of the machine that built it, "
+            f"which the image does not match; build a manylinux wheel for {target} (e.g. "
+            "auditwheel repair, cibuildwheel), or choose a base with that machine's glibc"
+        )
+    else:
+        fix = f"build it for {target}, or choose a base image it fits"
+    raise BuildError(
+        f"the project's wheel {wheel.name} cannot be loaded by the image "
+        f"(CPython {runtime.minor}, {cp}, {runtime.wheel_platform}; wheel tags: {shown}): {fix}"
+    )
+
+
+def wheel_content_digest(wheel: Path) -> str:
+    """A digest of what the wheel installs (names, contents, executable bits), not of the
+    zip file, whose timestamps some backends (setuptools) set to the time of the build."""
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                if info.is_dir():
+                    continue
+                executable = bool((info.external_attr >> 16) & 0o111)
+                data = hashlib.sha256(zf.read(info)).hexdigest()
+                digest.update(f"{info.filename}\0{executable}\0{data}\n".encode())
+    except (OSError, zipfile.BadZipFile) as e:
+        raise BuildError(f"{wheel}: not a readable wheel ({e})") from None
+    return f"sha256:{digest.hexdigest()}"
+
+
 class ApplicationBuildpack:
     id = ID
     version = VERSION
@@ -87,7 +190,7 @@ class ApplicationBuildpack:
         key = cache_key(
             {
                 "code": code_key(__name__),
-                "wheel": file_digest(wheel),
+                "wheel": wheel_content_digest(wheel),
                 "python": runtime.minor,
                 "interpreter": venv_python,
                 **OWNERSHIP,

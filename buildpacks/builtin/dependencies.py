@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from uv import find_uv_bin
 
 from buildpacks.builtin import (
@@ -270,7 +271,18 @@ class DependenciesBuildpack:
         result = reuse_or_build(ctx, ID, "venv", VENV, key, build_venv)
         if result.cached:
             ctx.log("Reusing cached dependencies layer")
-        ctx.packages.extend(Package(**p) for p in result.extra.get("packages", []))
+        installed = [Package(**p) for p in result.extra.get("packages", [])]
+        ctx.packages.extend(installed)
+        if lock is not None and not locked.complete:
+            # Besides its unpinned lines, what uv installed that the file does not list.
+            listed = {canonicalize_name(name) for name in locked.names}
+            resolved = [p.name for p in installed if canonicalize_name(p.name) not in listed]
+            unpinned = [*locked.unpinned, *sorted(resolved)]
+            if unpinned:
+                ctx.log(
+                    f"warning: {lock.name} does not pin {', '.join(unpinned)} to one "
+                    "version (name==X.Y.Z): they are resolved now, so the image is not pinned"
+                )
         ctx.env["VIRTUAL_ENV"] = VENV
         ctx.path_entries.append(f"{VENV}/bin")
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
-from buildpacks.builtin import BuildContext, Runtime, cache_key, code_key
+from buildpacks.builtin import BuildContext, Runtime, application, cache_key, code_key
 from buildpacks.config import BuildConfig
 from buildpacks.debian import is_dpkg_record
 from buildpacks.errors import BuildError
@@ -96,6 +97,32 @@ def find_runtime(image: Image, minor: str, machine: str, facts: dict) -> Runtime
     )
 
 
+def run_image_facts(image: Image, cache_dir: Path, machine: str) -> dict:
+    """``inspect_run_image`` of ``image``, kept under ``cache_dir`` by the image's digest,
+    the machine and the code that reads it: the base is read once, whether by the analysis
+    before the wheel or by the build."""
+    key = cache_key(
+        {
+            "image": image.manifest_digest or image.digest(),
+            "machine": machine,
+            "code": code_key(__name__, "buildpacks.oci.rootfs"),
+        }
+    )
+    record = cache_dir / "run-images" / f"{key}.json"
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        facts = inspect_run_image(image, machine)
+        write_atomic(record, json.dumps(facts))
+        return facts
+
+
+def python_minors(facts: dict) -> tuple[str, ...]:
+    """The ``X.Y`` of each interpreter found, in the order ``find_runtime`` prefers them."""
+    minors = (_INTERPRETER.match(path)[2] for path in facts["interpreters"])  # type: ignore[index]
+    return tuple(dict.fromkeys(minors))
+
+
 class RuntimeBuildpack:
     id = ID
     version = VERSION
@@ -105,19 +132,7 @@ class RuntimeBuildpack:
 
     def build(self, ctx: BuildContext) -> None:
         image = ctx.run_image
-        key = cache_key(
-            {
-                "image": image.manifest_digest or image.digest(),
-                "machine": ctx.config.platform.machine,
-                "code": code_key(__name__, "buildpacks.oci.rootfs"),
-            }
-        )
-        record = ctx.config.cache_dir / "run-images" / f"{key}.json"
-        try:
-            facts = json.loads(record.read_text())
-        except (OSError, ValueError):
-            facts = inspect_run_image(image, ctx.config.platform.machine)
-            write_atomic(record, json.dumps(facts))
+        facts = run_image_facts(image, ctx.config.cache_dir, ctx.config.platform.machine)
         ctx.runtime = find_runtime(
             image, ctx.config.python_version, ctx.config.platform.machine, facts
         )
@@ -125,6 +140,8 @@ class RuntimeBuildpack:
             f"Python {ctx.runtime.version} at {ctx.runtime.interpreter}; "
             f"wheels for {ctx.runtime.wheel_platform}"
         )
+        if ctx.wheel is not None:  # before any dependency is installed for it
+            application.check_wheel_fits(ctx.wheel, ctx.runtime, application.this_host())
 
 
 BUILDPACK = RuntimeBuildpack()

@@ -1,7 +1,8 @@
 """The CNB lifecycle, in-process, one module per phase.
 
-``build_image`` runs them in order: detect → analyze → build → export. Each phase takes the
-plain results of the phases before it and never reaches back.
+``build_image`` runs them in order: analyze → detect → restore → build → export, as the CNB
+lifecycle does. Each phase takes the plain results of the phases before it and never reaches
+back. Build tools run analyze (``analyze.prepare``) before they build the wheel.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from buildpacks.cachedir import work_dir
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle import analyze, build, detect, export, restore
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.model import Platform
+from buildpacks.oci.model import Image, Platform
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,21 @@ class BuildResult:
 
 
 def build_image(
-    config: BuildConfig, wheel: Path | None, log: Callable[[str], None] = print
+    config: BuildConfig,
+    wheel: Path | None,
+    log: Callable[[str], None] = print,
+    run_image: Image | None = None,
 ) -> BuildResult:
     """Build the image of ``config.project`` from its ``wheel`` (None: from its source tree)
-    and write it to the output directory."""
+    and write it to the output directory; ``run_image`` is the base ``analyze.prepare``
+    opened already, else it is opened here."""
     store = BlobStore(config.cache_dir / "blobs", log)
+    if run_image is None:
+        log("===> ANALYZING")
+        run_image = analyze.analyze(config, store, log)
     log("===> DETECTING")
     plan = detect.detect(config, log)
     with ExitStack() as stack:
-        log("===> ANALYZING")
-        run_image = analyze.analyze(config, store, log)
         # The run image's layers, most of the archive's bytes, are copied while buildpacks run.
         writer = stack.enter_context(export.archive_writer(config, run_image))
         log("===> RESTORING")
