@@ -23,7 +23,6 @@ from buildpacks.builtin.application import source_files, wheel_content_digest
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import BuildResult, analyze, build_image
 from buildpacks.oci.auth import redact
-from buildpacks.oci.layer import source_date_epoch
 from buildpacks.oci.model import Image
 from buildpacks.project import (
     Project,
@@ -39,7 +38,7 @@ def wheel_env() -> dict[str, str]:
     """The environment a wheel is built in: ``SOURCE_DATE_EPOCH`` set (to the layers' date
     unless the user set it), so backends that stamp files with the time (setuptools) give
     the same wheel twice."""
-    return {**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch())}
+    return {**os.environ, "SOURCE_DATE_EPOCH": str(build_config.source_date_epoch())}
 
 
 @contextmanager
