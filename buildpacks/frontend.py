@@ -238,6 +238,8 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "clear-cache": config.clear_cache,
         "creation-time": config.creation_time,
         "cache-dir": str(config.cache_dir),
+        "system-packages": list(config.system_packages),
+        "debian-mirror": config.debian_mirror,
     }
     missing = {o.key for o in build_config.OPTIONS} - set(values)
     assert not missing, missing  # every option is shown
