@@ -9,18 +9,30 @@ import subprocess
 import pytest
 
 from buildpacks.debian import suite_of
-from buildpacks.debian.archive import Archive, Deb, Fetcher, index_digests, verify_in_release
+from buildpacks.debian.archive import (
+    Archive,
+    Deb,
+    Fetcher,
+    index_digests,
+    parse_packages,
+    verify_in_release,
+)
 from buildpacks.debian.assemble import installed_packages, suite_of_os_release
 from buildpacks.debian.ldcache import ld_so_cache
 from buildpacks.debian.resolve import Universe, resolve
 from buildpacks.debian.unpack import merged
 from buildpacks.errors import BuildError
 
+MIRROR = "http://mirror.invalid/debian"
+
 
 def deb(name: str, version: str = "1.0", **fields: str) -> Deb:
     entry = {"Package": name, "Version": version, "Architecture": "amd64", "SHA256": "0" * 64}
     entry["Filename"] = f"pool/{name}.deb"
-    return Deb({**entry, **fields}, "http://mirror.invalid/debian")
+    (parsed,) = parse_packages(
+        "".join(f"{k}: {v}\n" for k, v in {**entry, **fields}.items()), MIRROR
+    )
+    return parsed
 
 
 def universe(*debs: Deb) -> Universe:
@@ -189,3 +201,54 @@ def test_script_only_packages_are_installed_when_asked_for_by_name():
     u = universe(deb("debconf"), deb("app", Depends="debconf"))
     assert [d.name for d in resolve(u, ["app"])] == ["app"]
     assert [d.name for d in resolve(u, ["app", "debconf"])] == ["app", "debconf"]
+
+
+INDEX = f"""Package: foo
+Version: 1:2.0-1
+Architecture: amd64
+Provides: libfoo-dev (= 2.0),
+ foo-virtual
+Depends: libc6 (>= 2.36)
+Description: the foo tool
+ Longer text that an image record leaves out.
+ .
+ More of it.
+Filename: pool/main/f/foo/foo_2.0-1_amd64.deb
+Size: 1234
+SHA256: {"a" * 64}
+Tag: role::program
+
+
+Package: source-only
+Version: 1.0
+Description: no Filename nor SHA256: nothing to download
+
+Package: bar
+Source: bar-src (1.1)
+Version: 1.1
+Architecture: all
+Filename: pool/main/b/bar/bar_1.1_all.deb
+SHA256: {"b" * 64}
+"""
+
+
+def test_index_entries_read_lazily_match_deb822():
+    from debian.deb822 import Packages
+
+    foo, bar = parse_packages(INDEX, MIRROR)
+    full = Packages(INDEX.split("\n\n\n")[0])
+    assert (foo.name, foo.version, foo.provides) == (
+        "foo",
+        "1:2.0-1",
+        full["Provides"],
+    )
+    assert (bar.name, bar.version, bar.provides) == ("bar", "1.1", "")
+    # The fields parsed on use are deb822's, in entry order, Description cut to its summary.
+    assert list(foo.fields) == [k for k in full if k != "Tag"]
+    assert foo.fields["Provides"] == full["Provides"]
+    assert foo.fields["Description"] == "the foo tool"
+    assert foo.url == f"{MIRROR}/pool/main/f/foo/foo_2.0-1_amd64.deb"
+    assert bar.fields["Source"] == "bar-src (1.1)" and bar.sha256 == "b" * 64
+    # A folded Provides is seen by the resolver like any other.
+    libc6 = deb("libc6", "2.36-9")
+    assert [d.name for d in resolve(universe(foo, bar, libc6), ["foo-virtual"])] == ["foo", "libc6"]

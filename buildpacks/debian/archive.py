@@ -1,16 +1,16 @@
 """The Debian archive, verified end to end: ``InRelease`` against the Debian archive keys
 (shipped with this package), each ``Packages`` index against the SHA-256 its ``InRelease``
-lists, each ``.deb`` against the SHA-256 its ``Packages`` entry lists. Indexes are parsed
-once and cached by their digest; ``.deb`` files are kept in the blob store by digest."""
+lists, each ``.deb`` against the SHA-256 its ``Packages`` entry lists. Indexes are cached,
+decompressed, by their digest; ``.deb`` files are kept in the blob store by digest."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import lzma
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 from buildpacks.errors import BuildError
@@ -67,18 +67,24 @@ def archives(mirror: str, codename: str) -> tuple[Archive, ...]:
 
 @dataclass(frozen=True)
 class Deb:
-    """One binary package of an index: what resolving, fetching and recording it needs."""
+    """One binary package of an index: what resolving needs read up front, the rest of its
+    entry parsed only when a resolution picks it (an index has tens of thousands)."""
 
-    fields: dict[str, str]  # the FIELDS present in its Packages entry (Description: 1st line)
+    name: str
+    version: str
+    provides: str  # its Provides field, "" if none
+    stanza: str  # its whole Packages entry
     archive: str  # the archive root its Filename is relative to
 
-    @property
-    def name(self) -> str:
-        return self.fields["Package"]
+    @cached_property
+    def fields(self) -> dict[str, str]:
+        """The ``FIELDS`` present in its entry, in entry order (Description: first line)."""
+        from debian.deb822 import Packages
 
-    @property
-    def version(self) -> str:
-        return self.fields["Version"]
+        fields = dict(Packages(self.stanza, fields=list(FIELDS)).items())
+        if "Description" in fields:
+            fields["Description"] = fields["Description"].split("\n", 1)[0]
+        return fields
 
     @property
     def architecture(self) -> str:
@@ -134,14 +140,17 @@ class Fetcher:
         self.mirror = mirror
         self.log = log
         self._client = None
+        self._lock = threading.Lock()  # indexes and .debs are fetched from several threads
 
     def get(self, url: str) -> bytes:
         import httpx
 
-        if self._client is None:
-            self._client = httpx.Client(timeout=60.0, follow_redirects=True)
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=60.0, follow_redirects=True)
+            client = self._client
         try:
-            response = self._client.get(url)
+            response = client.get(url)
         except httpx.HTTPError as e:
             raise BuildError(
                 f"Debian mirror {self.mirror} is unreachable ({url}: {e}); "
@@ -163,19 +172,32 @@ def _cache_name(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def parse_packages(text: str, archive: str) -> list[Deb]:
-    """The entries of a ``Packages`` index, each cut to ``FIELDS``."""
-    from debian.deb822 import Packages
+def _field(stanza: str, name: str) -> str | None:
+    """The value of field ``name`` (not the first) of a deb822 stanza, folded lines kept as
+    deb822 keeps them, without parsing the rest."""
+    start = stanza.find(f"\n{name}:")
+    if start < 0:
+        return None
+    end = stanza.find("\n", start + 1)
+    while end >= 0 and stanza[end + 1 : end + 2] in (" ", "\t"):
+        end = stanza.find("\n", end + 1)
+    value = stanza[start + len(name) + 2 : None if end < 0 else end]
+    return value.strip()
 
+
+def parse_packages(text: str, archive: str) -> list[Deb]:
+    """The entries of a ``Packages`` index that name a downloadable package. Only the fields
+    a resolution reads first (Package, Version, Provides) are read here; deb822 parses an
+    entry when its other fields are used."""
     debs = []
-    for paragraph in Packages.iter_paragraphs(
-        text.splitlines(keepends=True), use_apt_pkg=False, fields=list(FIELDS)
-    ):
-        fields = {k: v for k, v in paragraph.items()}
-        if "Description" in fields:
-            fields["Description"] = fields["Description"].split("\n", 1)[0]
-        if {"Package", "Version", "Filename", "SHA256"} <= fields.keys():
-            debs.append(Deb(fields, archive))
+    for stanza in text.split("\n\n"):
+        stanza = stanza.strip("\n")
+        if not stanza.startswith("Package:"):
+            continue
+        name = stanza[8 : stanza.find("\n")].strip() if "\n" in stanza else ""
+        version = _field(stanza, "Version")
+        if name and version and "\nFilename:" in stanza and "\nSHA256:" in stanza:
+            debs.append(Deb(name, version, _field(stanza, "Provides") or "", stanza, archive))
     return debs
 
 
@@ -225,11 +247,11 @@ def load_index(
 def _entries(
     archive: Archive, path: str, sha256: str, cache_root: Path, fetcher: Fetcher, pull_policy: str
 ) -> list[Deb]:
-    parsed = cache_root / "packages" / f"{sha256}.json"
+    # The verified index, decompressed: scanning it again costs less than any parsed form.
+    cached = cache_root / "packages" / f"{sha256}.txt"
     try:
-        cached = json.loads(parsed.read_text())
-        return [Deb(fields, cached["archive"]) for fields in cached["entries"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        return parse_packages(cached.read_text("utf-8"), archive.url)
+    except (OSError, UnicodeDecodeError):
         pass
     url = f"{archive.url}/dists/{archive.dist}/{path}"
     if pull_policy == "never":
@@ -244,9 +266,8 @@ def _entries(
         text = lzma.decompress(compressed).decode("utf-8")
     except (lzma.LZMAError, UnicodeDecodeError) as e:
         raise BuildError(f"{url}: not a readable Packages.xz ({e})") from None
-    debs = parse_packages(text, archive.url)
-    write_atomic(parsed, json.dumps({"archive": archive.url, "entries": [d.fields for d in debs]}))
-    return debs
+    write_atomic(cached, text)
+    return parse_packages(text, archive.url)
 
 
 def fetch_deb(deb: Deb, store: BlobStore, fetcher: Fetcher) -> Path:

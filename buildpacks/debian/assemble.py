@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,10 @@ def indexes(
 
     def load() -> Universe:
         if not universe:
-            universe.append(Universe.of(d for loader in loaders for d in loader()))
+            # Fetching and decompressing (which release the GIL) side by side.
+            with ThreadPoolExecutor(max_workers=len(loaders)) as pool:
+                loaded = list(pool.map(lambda loader: loader(), loaders))
+            universe.append(Universe.of(d for debs in loaded for d in debs))
         return universe[0]
 
     return Indexes(suite, architecture, tuple(digests), load)
@@ -181,24 +185,31 @@ def assemble(
         debs = resolve(found.load(), roots)
         log(f"Assembling {spec} for {platform}: {len(debs)} Debian packages")
         files = fetch_debs(debs, store, fetcher)
-        layers = []
-        libraries: list[str] = []
-        unpacked = Unpacked()
-        certificates: dict[str, bytes] = {}
-        for group in GROUPS:
+
+        def group_layer(group: str) -> tuple[Layer, list[str], dict[str, bytes], Unpacked]:
             writer = LayerWriter(mtime)
-            certificates.update(
-                _write_packages(
-                    writer, (d for d in debs if _group(d.name) == group), files, unpacked
-                )
-            )
+            unpacked = Unpacked()
+            members = [d for d in debs if _group(d.name) == group]
+            certificates = _write_packages(writer, members, files, unpacked)
             if group == "core":
                 for top in ("bin", "sbin", "lib"):
                     writer.symlink(top, f"usr/{top}")
                 if platform.architecture == "amd64":
                     writer.symlink("lib64", "usr/lib64")
-            libraries += writer.paths
-            layers.append(writer.finish(store))
+            return writer.finish(store), writer.paths, certificates, unpacked
+
+        # The groups' layers are independent: written side by side, one group's gzip and
+        # xz work (which release the GIL) overlaps another's tar writing. Their results are
+        # merged in group order, as if written one after the other.
+        with ThreadPoolExecutor(max_workers=len(GROUPS)) as pool:
+            built = list(pool.map(group_layer, GROUPS))
+        layers = [layer for layer, _, _, _ in built]
+        libraries = [path for _, paths, _, _ in built for path in paths]
+        certificates: dict[str, bytes] = {}
+        unpacked = Unpacked()
+        for _, _, group_certificates, group_unpacked in built:
+            certificates.update(group_certificates)
+            unpacked.update(group_unpacked)
         writer = LayerWriter(mtime)
         _write_declarative(writer, certificates, unpacked)
         writer.file("etc/ld.so.cache", ld_so_cache(libraries, platform.architecture))

@@ -72,7 +72,7 @@ class Universe:
             if current is None or version_compare(deb.version, current.version) > 0:
                 universe.candidates[deb.name] = deb
         for deb in universe.candidates.values():
-            for group in _relations(deb.fields.get("Provides", "")):
+            for group in _relations(deb.provides):
                 for item in group:
                     version = item["version"][1] if item.get("version") else None
                     universe.providers.setdefault(item["name"], []).append((deb, version))

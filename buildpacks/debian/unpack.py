@@ -52,6 +52,17 @@ class Unpacked:
 
     alternatives: dict[str, tuple[int, str, str]] = field(default_factory=dict)
 
+    def alternative(self, name: str, priority: int, link: str, target: str) -> None:
+        """Record an ``update-alternatives --install``: the highest priority wins, the
+        first one seen on a tie."""
+        if name not in self.alternatives or self.alternatives[name][0] < priority:
+            self.alternatives[name] = (priority, link, target)
+
+    def update(self, other: Unpacked) -> None:
+        """Add what ``other`` gathered, as if its packages had come after these."""
+        for name, (priority, link, target) in other.alternatives.items():
+            self.alternative(name, priority, link, target)
+
 
 def handle_scripts(deb: Deb, postinst: str, unpacked: Unpacked) -> None:
     """Handle or refuse what ``postinst`` does that the image needs."""
@@ -69,9 +80,7 @@ def handle_scripts(deb: Deb, postinst: str, unpacked: Unpacked) -> None:
                 f"Debian package {deb.name}: its maintainer script runs update-alternatives "
                 f"with computed arguments ({match[0].strip()!r}), which is not handled"
             )
-        link, name, target, priority = words[0], words[1], words[2], int(words[3])
-        if name not in unpacked.alternatives or unpacked.alternatives[name][0] < priority:
-            unpacked.alternatives[name] = (priority, link, target)
+        unpacked.alternative(words[1], int(words[3]), words[0], words[2])
 
 
 def _status_record(deb: Deb) -> str:
