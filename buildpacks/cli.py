@@ -213,6 +213,7 @@ def cmd_rebase(args: argparse.Namespace) -> int:
             options=_options(),
             pull_policy="always",
             transfers=Transfers(_stderr),
+            debian_mirror=build_config.environment_settings().get("debian-mirror"),
         )
 
         def described(i: int) -> Layer:

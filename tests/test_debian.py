@@ -22,6 +22,7 @@ from buildpacks.debian.ldcache import ld_so_cache
 from buildpacks.debian.resolve import Universe, resolve
 from buildpacks.debian.unpack import merged
 from buildpacks.errors import BuildError
+from tests import testbed
 
 MIRROR = "http://mirror.invalid/debian"
 
@@ -252,3 +253,15 @@ def test_index_entries_read_lazily_match_deb822():
     # A folded Provides is seen by the resolver like any other.
     libc6 = deb("libc6", "2.36-9")
     assert [d.name for d in resolve(universe(foo, bar, libc6), ["foo-virtual"])] == ["foo", "libc6"]
+
+
+def test_inspect_of_an_assembled_base_is_one_clear_error(tmp_path):
+    env = testbed.clean_env(BP_CACHE_DIR=str(tmp_path / "cache"))
+    for command in ("inspect", "sbom"):
+        result = testbed.cli(command, "debian-packages:bookworm", env=env)
+        assert result.returncode == 1
+        assert result.stderr.startswith("error: debian-packages:bookworm: debian-packages: ")
+        assert (
+            len(result.stderr.splitlines()) == 1
+            and "inspect the image built on it" in result.stderr
+        )

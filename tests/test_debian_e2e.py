@@ -331,6 +331,27 @@ def test_rebase_moves_an_image_onto_a_new_assembled_base(assembled_example, debi
     assert out.strip() == "ok"
 
 
+def test_rebase_fetches_from_the_configured_mirror(assembled_example, debian_env):
+    """BP_DEBIAN_MIRROR reaches the new base's assembly: a mirror serving a forged
+    InRelease is asked (the cached one is not enough: rebase pulls always) and refused."""
+    forged = {"/dists/bookworm/InRelease": lambda d: d.replace(b"Suite: old", b"Suite: 0ld")}
+    mirror = TamperingMirror(forged)
+    rebased = assembled_example / "rebased-forged.tar"
+    env = {**debian_env, "BP_DEBIAN_MIRROR": f"http://{mirror.host}/debian"}
+    archive = f"oci-archive:{assembled_example / ARCHIVE}"
+    try:
+        result = testbed.cli(
+            "rebase", archive, "--run-image", BASE, "--output", str(rebased), env=env
+        )
+    finally:
+        mirror.stop()
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert f"http://{mirror.host}/debian/dists/bookworm/InRelease: OpenPGP" in errors[0]
+    assert not rebased.exists()
+
+
 def test_trixie_base_has_python_3_13(debian_env):
     store = BlobStore(Path(debian_env["BP_CACHE_DIR"]) / "blobs")
     image = assemble("debian-packages:trixie", Platform(), store, MIRROR, "if-not-present", print)

@@ -159,6 +159,13 @@ def open_source(
         raise BuildError(
             f"{spec}: docker-archive images can be bases only; use oci-archive: for ours"
         )
+    elif spec.startswith("debian-packages:"):
+        # Not a stored image: it is assembled from the day's indexes when a build or a
+        # rebase uses it, downloading its packages, which inspecting must not do.
+        raise BuildError(
+            f"{spec}: debian-packages: images are assembled by a build (base-image) or a "
+            "rebase (--run-image), not stored; inspect the image built on it instead"
+        )
     else:
         try:
             ref = Reference.parse(spec)
