@@ -6,6 +6,7 @@ version constraints checked. Pure: indexes in, packages out."""
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -72,13 +73,29 @@ class Universe:
             if current is None or version_compare(deb.version, current.version) > 0:
                 universe.candidates[deb.name] = deb
         for deb in universe.candidates.values():
-            for group in _relations(deb.provides):
-                for item in group:
-                    version = item["version"][1] if item.get("version") else None
-                    universe.providers.setdefault(item["name"], []).append((deb, version))
+            for name, version in _provided(deb.provides):
+                universe.providers.setdefault(name, []).append((deb, version))
         for entries in universe.providers.values():
             entries.sort(key=lambda e: e[0].name)
         return universe
+
+
+# A Provides item in its usual spelling: a name, perhaps "(= version)".
+_PROVIDED = re.compile(r"\s*([a-z0-9][a-z0-9+.-]*)(?:\s*\(\s*=\s*([^\s()]+)\s*\))?\s*")
+
+
+def _provided(text: str) -> list[tuple[str, str | None]]:
+    """The ``(name, version or None)`` a Provides field offers. Thousands of candidates
+    provide something: the usual spelling is read with one regular expression, anything
+    else by deb822's relation parser."""
+    items = [_PROVIDED.fullmatch(item) for item in text.split(",")] if text.strip() else []
+    if all(items):
+        return [(m[1], m[2]) for m in items if m]
+    return [
+        (item["name"], item["version"][1] if item.get("version") else None)
+        for group in _relations(text)
+        for item in group
+    ]
 
 
 def _relations(text: str) -> list[list[dict]]:
