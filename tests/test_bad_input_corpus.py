@@ -231,7 +231,6 @@ def publish(*faults: Fault) -> Callable[[Ctx], list[str]]:
             "--image",
             f"{proxy.host}/corpus/{re.sub(r'[^a-z0-9]+', '-', ctx.root.name.lower()).strip('-')}:1",
             "--publish",
-            "true",
         ]
 
     return setup
@@ -352,12 +351,12 @@ CASES = [
     Case(
         "requires-python allows no base",
         then(pyproject(), no_version_file, replace_in_pyproject('">=3.11"', '">=4"')),
-        r"requires-python '>=4' allows none of the Python versions",
+        r"has Python 3.11, outside requires-python '>=4'",
     ),
     Case(
-        ".python-version outside requires-python",
-        then(pyproject(), write(".python-version", "3.9\n")),
-        r"Python 3.9 \(from .python-version\) is outside requires-python '>=3.11'",
+        "python-version outside requires-python",
+        then(pyproject(), setenv(BP_PYTHON_VERSION="3.9")),
+        r"Python 3.9 \(from BP_PYTHON_VERSION\) is outside requires-python '>=3.11'",
     ),
     Case(
         ".python-version not a version",
@@ -585,9 +584,9 @@ CASES = [
     Case(
         "sbom -o onto a file",
         sbom_onto_file,
-        r"a-file: a file is where a directory is needed",
+        r"cannot write the SBOM files into .*/a-file: File exists",
     ),
-    Case("sbom -o read-only", sbom_unwritable, r"/ro/layers: read-only file system"),
+    Case("sbom -o read-only", sbom_unwritable, r"into .*/ro: Read-only file system"),
     # inspect, sbom, rebase of what is not an image of ours
     Case("inspect of random bytes", inspect_of(random_file), r"random.tar: not a tar archive"),
     Case("inspect of a text file", inspect_of(text_file), r"notes.txt: not a tar archive"),
@@ -721,7 +720,8 @@ def assert_one_line_failure(
 ) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == status, out
-    assert "Traceback" not in out, out
+    # Ours at the start of a line; a build backend's own, quoted and indented, may be shown.
+    assert not any(line.startswith("Traceback") for line in out.splitlines()), out
     errors = [line for line in out.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, out
     assert re.search(pattern, errors[0]), errors[0]

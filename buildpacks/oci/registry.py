@@ -327,16 +327,10 @@ class RegistryClient:
     def upload(
         self, digest: str, size: int, content: Path | bytes, advance: Callable[[int], None]
     ) -> None:
-        """Upload one blob: open an upload session, then one monolithic PUT."""
+        """Upload one blob: open an upload session, then one monolithic PUT. A PUT whose
+        answer was lost is retried into a session the registry has already closed (404):
+        the blob is then asked for, and uploaded in a new session only if it is not there."""
         what = f"upload of {digest} to {self.ref}"
-        started = self.request("POST", f"{self.base}/blobs/uploads/", what=what)
-        location = started.headers.get("Location")
-        if started.status_code != 202 or not location:
-            raise BuildError(
-                f"registry {self.ref.registry} answered HTTP {started.status_code} to {what}"
-            )
-        url = urljoin(self.base + "/", location)
-        url += ("&" if "?" in url else "?") + f"digest={digest}"
 
         def body() -> Iterator[bytes] | bytes:
             if isinstance(content, bytes):
@@ -344,11 +338,21 @@ class RegistryClient:
             return _read_file(content, advance)
 
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        done = self.request("PUT", url, headers, body=body, what=what)
-        if done.status_code != 201:
-            raise BuildError(
-                f"registry {self.ref.registry} answered HTTP {done.status_code} to {what}"
-            )
+        for session in (1, 2):
+            started = self.request("POST", f"{self.base}/blobs/uploads/", what=what)
+            location = started.headers.get("Location")
+            if started.status_code != 202 or not location:
+                raise BuildError(
+                    f"registry {self.ref.registry} answered HTTP {started.status_code} to {what}"
+                )
+            url = urljoin(self.base + "/", location)
+            url += ("&" if "?" in url else "?") + f"digest={digest}"
+            done = self.request("PUT", url, headers, body=body, what=what)
+            if done.status_code == 201 or self.has_blob(digest):
+                return
+            if done.status_code != 404 or session == 2:
+                break
+        raise BuildError(f"registry {self.ref.registry} answered HTTP {done.status_code} to {what}")
 
     def put_manifest(self, tag: str, data: bytes, media_type: str) -> str:
         what = f"manifest {self.ref.repository}:{tag}"
