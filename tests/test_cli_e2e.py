@@ -150,9 +150,11 @@ def test_clear_cache_rebuilds_every_layer_to_the_same_digest(session_dir, hatch_
     project = testbed.copy_example(session_dir / "cli-clear-cache")
     first = testbed.cli("build", str(project), env=hatch_env)
     assert first.returncode == 0, first.stdout + first.stderr
-    before = testbed.read_archive_manifest(project / ARCHIVE)[0]
+    with (project / "src" / "example_service" / "server.py").open("a") as f:
+        f.write("# an edit: the next build is not up to date\n")
     warm = testbed.cli("build", str(project), env=hatch_env)
     assert "Reusing cached dependencies layer" in warm.stdout, warm.stdout + warm.stderr
+    before = testbed.read_archive_manifest(project / ARCHIVE)[0]
     cleared = testbed.cli("build", str(project), "--clear-cache", env=hatch_env)
     out = cleared.stdout + cleared.stderr
     assert cleared.returncode == 0, out
