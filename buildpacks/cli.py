@@ -137,6 +137,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from buildpacks import watch  # the loop's module only when watching
+
+    root = Path(args.path).resolve()
+    output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
+    try:
+        watch.watch(root, output, _overrides(args), lambda line: print(line, flush=True), _stderr)
+    except KeyboardInterrupt:
+        _stderr(f"Stopped watching {root}")
+        return 130
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     root = Path(args.path).resolve()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
@@ -262,6 +275,17 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_settings(build)
     build.set_defaults(func=cmd_build)
+
+    watch_cmd = sub.add_parser(
+        "watch", help="rebuild the image on every saved change, until Ctrl-C"
+    )
+    watch_cmd.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
+    watch_cmd.add_argument("--output-dir", help="where the image archive goes (default: PATH/dist)")
+    for option in build_config.OPTIONS:
+        watch_cmd.add_argument(
+            f"--{option.key}", help=f"{option.help} [{option.env or 'pyproject only'}]"
+        )
+    watch_cmd.set_defaults(func=cmd_watch)
 
     config_cmd = sub.add_parser(
         "config", help="print the resolved configuration and where each value came from"
