@@ -15,7 +15,9 @@ import argparse
 import http.server
 import json
 import os
+import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -227,6 +229,42 @@ class Ours:
     def archive(self) -> Path:
         return next((self.project / "dist").glob("*.tar"))
 
+    def watch_push(self, edits: int = 20) -> float:
+        """Median time from a saved edit to the manifest pushed to the registry by
+        ``buildpacks watch --publish true`` (its "Built" line follows the push)."""
+        proc = subprocess.Popen(
+            [str(BIN / "buildpacks"), "watch", str(self.project)],
+            env={**self.env, "BP_PUBLISH": "true", "BP_IMAGE": self.ref},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            for line in proc.stdout or ():
+                lines.put(line)
+            lines.put("")
+
+        def built() -> None:
+            while not (line := lines.get(timeout=300)).startswith("Built "):
+                if not line or line.startswith("error:"):
+                    raise RuntimeError(f"buildpacks watch: {line or 'ended'}")
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            built()
+            samples = []
+            for n in range(edits):
+                time.sleep(0.3)  # let the previous build settle, then forget its lines
+                while not lines.empty():
+                    lines.get()
+                samples.append(timed(lambda n=n: (edit(self.project, 1000 + n), built())))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        return statistics.median(samples)
+
     def push(self) -> None:
         self.build(BP_PUBLISH="true", BP_IMAGE=self.ref)
 
@@ -430,6 +468,8 @@ def measure(
         before = registry_bytes(registry)
         results[name]["warm edit to registry"] = timed(tool.push)
         results[name]["bytes pushed after edit"] = registry_bytes(registry) - before
+        if isinstance(tool, Ours):
+            results[name]["watch: save to pushed manifest"] = tool.watch_push()
         results[name]["base update"] = timed(tool.base_update)
         tool.build()
         results[name]["image size"] = tool.size()
@@ -449,10 +489,26 @@ def main() -> int:
     parser.add_argument("--projects", default="example,heavy")
     parser.add_argument("--tools", default="ours,podman,pyoci")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--watch-only",
+        action="store_true",
+        help="only the watch loop: median of 20 saved edits to the pushed manifest",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bp-bench-"))
     setup = Setup(work)
     wheelhouse = Wheelhouse([*example_pins(), *HEAVY])
+    if args.watch_only:
+        try:
+            for project_name in args.projects.split(","):
+                project = make_project(f"{project_name}-ours", work, wheelhouse)
+                ours = Ours(setup, wheelhouse, project)
+                print(f"{project_name}: watch, save to pushed manifest: {ours.watch_push():.3f} s")
+        finally:
+            setup.registry.stop()
+            wheelhouse.server.shutdown()
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     tool_classes = {"ours": Ours, "podman": Podman, "pyoci": Pyoci}
     table: dict[str, dict[str, dict[str, float]]] = {}
     try:

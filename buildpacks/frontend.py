@@ -247,6 +247,7 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "cache-image": config.cache_image,
         "clear-cache": config.clear_cache,
         "creation-time": config.creation_time,
+        "layer-compression": config.layer_compression,
         "cache-dir": str(config.cache_dir),
         "system-packages": list(config.system_packages),
         "debian-mirror": config.debian_mirror,

@@ -216,7 +216,12 @@ def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: 
     (stage / sbom.CYCLONEDX).write_bytes(sbom.cyclonedx(contents, epoch))
     (stage / sbom.SPDX).write_bytes(sbom.spdx(contents, epoch))
     target = f"{sbom.SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
-    return write_layer(store, [TreeMapping(stage, target)], mtime=config.source_date_epoch)
+    return write_layer(
+        store,
+        [TreeMapping(stage, target)],
+        mtime=config.source_date_epoch,
+        compression=config.layer_compression,
+    )
 
 
 def _toml_value(value: str | bool | list[str]) -> str:
@@ -268,11 +273,15 @@ def launch_layers(plan: Plan, ctx: BuildContext, store: BlobStore) -> list[Layer
             LIFECYCLE_ID,
             "process-types",
             processes.PROCESS_DIR,
-            write_layer(store, entries, mtime=epoch),
+            write_layer(store, entries, mtime=epoch, compression=ctx.config.layer_compression),
             False,
         ),
         LayerResult(
-            LIFECYCLE_ID, "config", cnb.CONFIG_DIR, write_layer(store, config, mtime=epoch), False
+            LIFECYCLE_ID,
+            "config",
+            cnb.CONFIG_DIR,
+            write_layer(store, config, mtime=epoch, compression=ctx.config.layer_compression),
+            False,
         ),
     ]
 
