@@ -104,3 +104,16 @@ def test_zstd_layers_are_reproducible_and_read_back(tmp_path):
     names = [info.name for _, info in iter_entries(one)]
     assert names == [info.name for _, info in iter_entries(gz)]
     assert "layers/x/pkg/a.py" in names
+
+
+def test_recompressing_a_layers_tar_gives_the_same_blob(tmp_path):
+    """What restoring from a daemon (which keeps layers uncompressed) relies on."""
+    from buildpacks.oci.layer import compress, open_layer
+
+    store = BlobStore(tmp_path / "store")
+    tree = make_tree(tmp_path / "one", 1_000)
+    for compression in ("gzip", "zstd"):
+        layer = write_layer(store, [TreeMapping(tree, "/layers/x")], compression=compression)
+        with open_layer(layer) as tar:
+            again = compress(BlobStore(tmp_path / compression), tar, 6, compression)
+        assert again.digest == layer.digest and again.diff_id == layer.diff_id
