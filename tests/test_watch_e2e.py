@@ -160,3 +160,9 @@ def test_wheels_are_built_in_process_only_when_the_backend_is_installed(tmp_path
     pyproject = example / "pyproject.toml"
     save(pyproject, pyproject.read_text().replace('"hatchling"', '"hatchling<1"'))
     assert watch.in_process_backend(example) is None  # built by uv with its pin, as before
+    in_tree = pyproject.read_text().replace(
+        'build-backend = "hatchling.build"',
+        'build-backend = "hatchling.build"\nbackend-path = ["."]',
+    )
+    save(pyproject, in_tree.replace('"hatchling<1"', '"hatchling"'))
+    assert watch.in_process_backend(example) is None  # an in-tree backend: left to uv build
