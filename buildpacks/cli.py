@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from buildpacks import __version__, errors, frontend, inspect, sbom
+from buildpacks import __version__, errors, frontend, inspect, sbom, watch
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import rebase
@@ -138,8 +138,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from buildpacks import watch  # the loop's module only when watching
-
     root = Path(args.path).resolve()
     output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
     try:
