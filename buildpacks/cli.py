@@ -275,14 +275,14 @@ def parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_build)
 
     watch_cmd = sub.add_parser(
-        "watch", help="rebuild the image on every saved change, until Ctrl-C"
+        "watch",
+        help="build, then rebuild on every saved change until Ctrl-C",
+        description="Build the image of a Python project, then rebuild it on every saved change "
+        "and update the chosen outputs (archive, --publish, --daemon), until Ctrl-C.",
     )
     watch_cmd.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
     watch_cmd.add_argument("--output-dir", help="where the image archive goes (default: PATH/dist)")
-    for option in build_config.OPTIONS:
-        watch_cmd.add_argument(
-            f"--{option.key}", help=f"{option.help} [{option.env or 'pyproject only'}]"
-        )
+    _add_settings(watch_cmd)
     watch_cmd.set_defaults(func=cmd_watch)
 
     config_cmd = sub.add_parser(

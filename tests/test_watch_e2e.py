@@ -142,11 +142,14 @@ def test_watch_refuses_what_is_no_project(session_dir, hatch_env):
         assert result.stdout == ""
 
 
-def test_snapshot_leaves_out_the_output_and_build_by_products(tmp_path):
+def test_snapshot_leaves_out_the_output_build_by_products_vcs_and_venvs(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src/app.py").write_text("x = 1\n")
     before = watch.snapshot(tmp_path, tmp_path / "dist")
-    for by_product in ("dist/app.tar", "build/lib/app.py", "src/app.egg-info/PKG-INFO"):
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv/pyvenv.cfg").write_text("home = /usr/bin\n")
+    by_products = ("dist/app.tar", "build/lib/app.py", "src/app.egg-info/PKG-INFO")
+    for by_product in (*by_products, ".git/index", "src/__pycache__/app.pyc", ".venv/lib/x.py"):
         (tmp_path / by_product).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / by_product).write_text("made by a build\n")
     assert watch.snapshot(tmp_path, tmp_path / "dist") == before
