@@ -1,21 +1,30 @@
-"""Side-by-side benchmark: python-buildpacks (`hatch build -t image`), `podman build` with an
-idiomatic Dockerfile, and pyoci, on the same base image and the same local wheelhouse (served
-over loopback HTTP, so no tool is measured on network luck).
+"""Side-by-side benchmark: python-buildpacks (`hatch build -t image`), `podman build` with the
+best Dockerfile we know (uv's Docker guide: uv in the build stage, a cache mount for uv's cache,
+dependencies installed before the source is copied, the project last, a slim final stage),
+`podman build` with a plain pip Dockerfile, and pyoci, on the same base image and the same
+local wheelhouse and pins (served over loopback HTTP, so no tool is measured on network luck).
 
     .venv/bin/python bench/run.py [--projects example,heavy] [--repeat 3]
+    .venv/bin/python bench/run.py --projects example --watch-only
 
-Each time runs from the edit to the same usable output: an image archive on disk (podman:
-`podman build` then `podman save`; pyoci: its OCI layout directory) or the image in a local
-registry (podman: `podman build` then `podman push`). Prints a table with ratios ours/theirs.
+Each row times one output, the same for every tool, from the edit to a usable result:
+"to an archive" (ours: `dist/*.tar`; podman: `podman build` + `podman save`, the save skipped
+when the image ID did not change; pyoci: its OCI layout directory), "to the engine's store"
+(podman: `podman build` alone; we have no store of our own), "to a registry" (ours: publish;
+podman: `podman build` + `podman push`). No-op rows compare a no-op with a no-op for the same
+output. Prints a table with ratios ours/theirs.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.server
+import importlib.metadata
 import json
 import os
+import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +44,8 @@ from tests import testbed  # noqa: E402  (the same real parts the tests use)
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "python-buildpacks-bench"
 BIN = Path(sys.executable).parent
 HEAVY = ["numpy==2.2.6", "pandas==2.2.3"]
-DOCKERFILE = """\
+# The common pip Dockerfile: one stage, pip without a cache.
+PIP_DOCKERFILE = """\
 ARG BASE
 FROM ${BASE}
 ARG WHEELS
@@ -49,6 +59,40 @@ RUN pip install --no-cache-dir --no-index --find-links ${WHEELS} --no-deps .
 USER 1000:1000
 CMD ["example-service"]
 """
+# The pattern of uv's Docker guide (docs.astral.sh/uv/guides/integration/docker/). uv comes
+# from the same wheelhouse as everything else (the host's uv version, downloaded from PyPI
+# with the other wheels), pip-installed into a venv of the build stage: Docker Hub, where the
+# guide copies it from, is out of reach here. The guide's `uv sync --locked
+# --no-install-project` becomes `uv pip install -r requirements.txt`, because every tool
+# installs the same compiled requirements.txt (no uv.lock).
+UV_DOCKERFILE = """\
+# syntax=docker/dockerfile:1
+ARG BASE
+FROM ${BASE} AS build
+ARG WHEELS
+ARG UV_VERSION
+RUN python3 -m venv /opt/uv \\
+    && /opt/uv/bin/pip install -q --no-index --find-links ${WHEELS} uv==${UV_VERSION}
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
+WORKDIR /app
+COPY requirements.txt .
+RUN --mount=type=cache,target=/root/.cache/uv \\
+    /opt/uv/bin/uv venv -q --python /usr/bin/python3 /app/.venv \\
+    && /opt/uv/bin/uv pip install -q --python /app/.venv/bin/python \\
+       --no-index --find-links ${WHEELS} -r requirements.txt
+COPY . /src
+RUN --mount=type=cache,target=/root/.cache/uv \\
+    /opt/uv/bin/uv pip install -q --python /app/.venv/bin/python \\
+       --no-index --find-links ${WHEELS} --no-deps /src
+
+FROM ${BASE}
+COPY --from=build /app/.venv /app/.venv
+ENV PATH=/app/.venv/bin:$PATH
+WORKDIR /app
+USER 1000:1000
+CMD ["example-service"]
+"""
+UV_VERSION = importlib.metadata.version("uv")
 
 
 def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -103,7 +147,8 @@ class Wheelhouse:
         self.dir = CACHE / "wheelhouse"
         self.dir.mkdir(parents=True, exist_ok=True)
         reqs = self.dir / "all.txt"
-        reqs.write_text("\n".join(requirements) + "\nhatchling\n")
+        # hatchling builds the project's wheel; uv is the uv Dockerfile's installer.
+        reqs.write_text("\n".join(requirements) + f"\nhatchling\nuv=={UV_VERSION}\n")
         run(
             [
                 sys.executable,
@@ -227,6 +272,42 @@ class Ours:
     def archive(self) -> Path:
         return next((self.project / "dist").glob("*.tar"))
 
+    def watch_push(self, edits: int = 20) -> float:
+        """Median time from a saved edit to the manifest pushed to the registry by
+        ``buildpacks watch --publish true`` (its "Built" line follows the push)."""
+        proc = subprocess.Popen(
+            [str(BIN / "buildpacks"), "watch", str(self.project)],
+            env={**self.env, "BP_PUBLISH": "true", "BP_IMAGE": self.ref},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+
+        def read() -> None:
+            for line in proc.stdout or ():
+                lines.put(line)
+            lines.put("")
+
+        def built() -> None:
+            while not (line := lines.get(timeout=300)).startswith("Built "):
+                if not line or line.startswith("error:"):
+                    raise RuntimeError(f"buildpacks watch: {line or 'ended'}")
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            built()
+            samples = []
+            for n in range(edits):
+                time.sleep(0.3)  # let the previous build settle, then forget its lines
+                while not lines.empty():
+                    lines.get()
+                samples.append(timed(lambda n=n: (edit(self.project, 1000 + n), built())))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        return statistics.median(samples)
+
     def push(self) -> None:
         self.build(BP_PUBLISH="true", BP_IMAGE=self.ref)
 
@@ -249,7 +330,10 @@ class Ours:
 
 
 class Podman:
-    name = "podman"
+    """``podman build`` with the uv Dockerfile (the best we know)."""
+
+    name = "podman-uv"
+    dockerfile = UV_DOCKERFILE
 
     def __init__(self, setup: Setup, wheelhouse: Wheelhouse, project: Path) -> None:
         self.setup, self.project = setup, project
@@ -261,14 +345,16 @@ class Podman:
             path, name = spec.removeprefix("oci-layout:").rsplit(":", 1)
             storage = f"containers-storage:[overlay@{store / 'root'}+{store / 'run'}]"
             run(["skopeo", "copy", "-q", f"oci:{path}:{name}", f"{storage}localhost/base:{tag}"])
-        (project / "Dockerfile").write_text(DOCKERFILE)
+        (project / "Dockerfile").write_text(self.dockerfile)
         (project / ".dockerignore").write_text("dist\n.venv\nDockerfile\n")
         self.wheels = wheelhouse.url
         self.ref = f"{setup.registry.host}/bench/podman-{project.name}:1"
         self.output = setup.work / f"podman-{project.name}.tar"
+        self.saved: str | None = None  # the image ID in self.output
 
-    def _build(self, base: str = "bookworm") -> None:
-        run(
+    def store(self, base: str = "bookworm") -> str:
+        """``podman build`` alone: the image in podman's store; returns its ID."""
+        return run(
             [
                 *self.args,
                 "build",
@@ -279,25 +365,39 @@ class Podman:
                 f"BASE=localhost/base:{base}",
                 "--build-arg",
                 f"WHEELS={self.wheels}",
+                "--build-arg",
+                f"UV_VERSION={UV_VERSION}",
                 "-t",
                 "bench:1",
                 str(self.project),
             ]
-        )
+        ).strip()
 
     def build(self, base: str = "bookworm") -> None:
-        self._build(base)
+        """To an archive: ``podman build``, then ``podman save`` unless the image is the one
+        already saved (what a careful script or make rule would do)."""
+        image = self.store(base)
+        if image == self.saved and self.output.exists():
+            return
         self.output.unlink(missing_ok=True)
         run([*self.args, "save", "-q", "-o", str(self.output), "bench:1"])
+        self.saved = image
 
     def cold(self) -> None:
         self.build()
 
     def extra(self) -> dict[str, Callable[[], object]]:
-        return {}
+        return {
+            "warm edit to the engine's store": self.edit_to_store,
+            "no-op to the engine's store": self.store,
+        }
+
+    def edit_to_store(self) -> None:
+        edit(self.project, int(time.time() * 1000))
+        self.store()
 
     def push(self) -> None:
-        self._build()
+        self.store()
         run([*self.args, "push", "-q", "--tls-verify=false", "bench:1", f"docker://{self.ref}"])
 
     def base_update(self) -> None:
@@ -309,6 +409,13 @@ class Podman:
             run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{self.ref}"])
         )
         return sum(layer["size"] for layer in manifest["layers"])
+
+
+class PodmanPip(Podman):
+    """``podman build`` with the common pip Dockerfile (pip, no cache, one stage)."""
+
+    name = "podman-pip"
+    dockerfile = PIP_DOCKERFILE
 
 
 class Pyoci:
@@ -419,7 +526,11 @@ def measure(
     for n in range(repeat):
         for name, tool in tools.items():
             edit(tool.project, n)
-            scenarios = {"warm edit": tool.build, "no-op": tool.build, **tool.extra()}
+            scenarios = {
+                "warm edit to an archive": tool.build,
+                "no-op to an archive": tool.build,
+                **tool.extra(),
+            }
             for key, action in scenarios.items():
                 samples[name].setdefault(key, []).append(timed(action))
     for name, tool in tools.items():
@@ -430,6 +541,9 @@ def measure(
         before = registry_bytes(registry)
         results[name]["warm edit to registry"] = timed(tool.push)
         results[name]["bytes pushed after edit"] = registry_bytes(registry) - before
+        results[name]["no-op to registry"] = timed(tool.push)
+        if isinstance(tool, Ours):
+            results[name]["watch: save to pushed manifest"] = tool.watch_push()
         results[name]["base update"] = timed(tool.base_update)
         tool.build()
         results[name]["image size"] = tool.size()
@@ -447,13 +561,29 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--projects", default="example,heavy")
-    parser.add_argument("--tools", default="ours,podman,pyoci")
+    parser.add_argument("--tools", default="ours,podman-uv,podman-pip,pyoci")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--watch-only",
+        action="store_true",
+        help="only the watch loop: median of 20 saved edits to the pushed manifest",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bp-bench-"))
     setup = Setup(work)
     wheelhouse = Wheelhouse([*example_pins(), *HEAVY])
-    tool_classes = {"ours": Ours, "podman": Podman, "pyoci": Pyoci}
+    if args.watch_only:
+        try:
+            for project_name in args.projects.split(","):
+                project = make_project(f"{project_name}-ours", work, wheelhouse)
+                ours = Ours(setup, wheelhouse, project)
+                print(f"{project_name}: watch, save to pushed manifest: {ours.watch_push():.3f} s")
+        finally:
+            setup.registry.stop()
+            wheelhouse.server.shutdown()
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
+    tool_classes = {"ours": Ours, "podman-uv": Podman, "podman-pip": PodmanPip, "pyoci": Pyoci}
     table: dict[str, dict[str, dict[str, float]]] = {}
     try:
         for project_name in args.projects.split(","):
@@ -465,8 +595,9 @@ def main() -> int:
             try:
                 table[project_name] = measure(tools, setup.registry, args.repeat)
             finally:
-                if "podman" in tools:
-                    tools["podman"].podman.remove()
+                for tool in tools.values():
+                    if isinstance(tool, Podman):
+                        tool.podman.remove()
     finally:
         setup.registry.stop()
         wheelhouse.server.shutdown()
@@ -488,7 +619,8 @@ def render(table: dict[str, dict[str, dict[str, float]]]) -> str:
             + " |"
         )
         lines.append("|---" * (1 + len(tools) + len(others)) + "|")
-        for key in tools.get("ours") or next(iter(tools.values())):
+        keys = list(dict.fromkeys(key for results in tools.values() for key in results))
+        for key in keys:
             row = [fmt(key, tools[t][key]) if key in tools[t] else "-" for t in tools]
             ratios = []
             for t in others:

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from buildpacks import __version__, errors, frontend, inspect, sbom
+from buildpacks import __version__, errors, frontend, inspect, sbom, watch
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import rebase
@@ -134,6 +134,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         ):
             for path in sbom.extract(source, Path(args.sbom_output_dir)):
                 print(f"SBOM: {path}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    root = Path(args.path).resolve()
+    output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
+    try:
+        watch.watch(root, output, _overrides(args), lambda line: print(line, flush=True), _stderr)
+    except KeyboardInterrupt:
+        _stderr(f"Stopped watching {root}")
+        return 130
     return 0
 
 
@@ -262,6 +273,17 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_settings(build)
     build.set_defaults(func=cmd_build)
+
+    watch_cmd = sub.add_parser(
+        "watch",
+        help="build, then rebuild on every saved change until Ctrl-C",
+        description="Build the image of a Python project, then rebuild it on every saved change "
+        "and update the chosen outputs (archive, --publish, --daemon), until Ctrl-C.",
+    )
+    watch_cmd.add_argument("path", nargs="?", default=".", help="project directory (default: .)")
+    watch_cmd.add_argument("--output-dir", help="where the image archive goes (default: PATH/dist)")
+    _add_settings(watch_cmd)
+    watch_cmd.set_defaults(func=cmd_watch)
 
     config_cmd = sub.add_parser(
         "config", help="print the resolved configuration and where each value came from"

@@ -25,6 +25,7 @@ from buildpacks.project import Project
 
 TOML_TYPES = {str: "string", bool: "boolean", list: "list of strings", dict: "table of strings"}
 PULL_POLICIES = ("always", "if-not-present", "never")
+COMPRESSIONS = ("gzip", "zstd")
 # CPython minor versions that have python:X.Y-slim base images and wheels on PyPI, newest first.
 CANDIDATE_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10", "3.9", "3.8")
 
@@ -137,6 +138,13 @@ OPTIONS = (
         "else 1980-01-01T00:00:01Z",
     ),
     Option(
+        "layer-compression",
+        "BP_LAYER_COMPRESSION",
+        str,
+        "gzip",
+        "compression of the image's layers: gzip, or zstd (podman, Docker 23 and later)",
+    ),
+    Option(
         "cache-dir",
         "BP_CACHE_DIR",
         str,
@@ -190,6 +198,7 @@ class BuildConfig:
     dependency_groups: tuple[str, ...]
     index_url: str | None
     extra_index_urls: tuple[str, ...]
+    layer_compression: str
     cache_dir: Path
     output_dir: Path
     origins: dict[str, str] = field(default_factory=dict)
@@ -523,6 +532,12 @@ def resolve(
             Reference.parse(values["cache-image"])
         except ValueError as e:
             raise BuildError(f"cache-image ({origins['cache-image']}): {e}") from None
+    layer_compression = setting(values, "layer-compression")
+    if layer_compression not in COMPRESSIONS:
+        raise BuildError(
+            f"layer-compression ({origins['layer-compression']}) must be one of "
+            f"{', '.join(COMPRESSIONS)}, not {layer_compression!r}"
+        )
     cache_dir = resolve_cache_dir(values)
     epoch = source_date_epoch(env)
     creation_time = resolve_creation_time(
@@ -551,6 +566,7 @@ def resolve(
         dependency_groups=tuple(setting(values, "dependency-groups") or ()),
         index_url=values.get("index-url"),
         extra_index_urls=tuple(setting(values, "extra-index-urls") or ()),
+        layer_compression=layer_compression,
         cache_dir=cache_dir,
         output_dir=output_dir,
         origins=origins,

@@ -91,6 +91,10 @@ def build_wheel(
     return wheels[0]
 
 
+# (project root, output directory, log, the image's Python X.Y or None) -> the wheel
+WheelBuilder = Callable[[Path, Path, Callable[[str], None], "str | None"], Path]
+
+
 def backend_output(output: str) -> list[str]:
     """What ``uv build`` printed, without its progress lines and with URL credentials hidden."""
     return [
@@ -123,6 +127,7 @@ def analyze_project(
     overrides: Mapping[str, Any],
     work: Path,
     log: Callable[[str], None],
+    wheel_builder: WheelBuilder = build_wheel,
 ) -> tuple[analyze.Analysis, Path | None]:
     """The configuration completed by the run image, and the wheel (None for a source
     application). The run image is read before the wheel is built, so a base that does not
@@ -140,7 +145,7 @@ def analyze_project(
         analysis = analyze.prepare(project, output_dir, log, overrides)
         if project.version == "latest" and not (root / "pyproject.toml").exists():
             return analysis, None
-    wheel = build_wheel(root, work, log, analysis.config.python_version if analysis else None)
+    wheel = wheel_builder(root, work, log, analysis.config.python_version if analysis else None)
     built = project_from_wheel(root, wheel)
     if analysis is None:
         return analyze.prepare(built, output_dir, log, overrides), wheel
@@ -153,9 +158,11 @@ def resolve_project(
     overrides: Mapping[str, Any],
     work: Path,
     log: Callable[[str], None],
+    wheel_builder: WheelBuilder = build_wheel,
 ) -> tuple[build_config.BuildConfig, Path | None]:
-    """The validated configuration and the wheel (None for a source application)."""
-    analysis, wheel = analyze_project(root, output_dir, overrides, work, log)
+    """The validated configuration and the wheel (None for a source application), built by
+    ``wheel_builder``."""
+    analysis, wheel = analyze_project(root, output_dir, overrides, work, log, wheel_builder)
     return analysis.config, wheel
 
 
@@ -164,13 +171,16 @@ def build_project(
     output_dir: Path,
     overrides: Mapping[str, Any],
     log: Callable[[str], None],
+    wheel_builder: WheelBuilder = build_wheel,
 ) -> BuildResult:
     """Build the image of the project at ``root`` into ``output_dir``, unless it is up to
     date."""
     if not root.is_dir():
         raise BuildError(f"{root}: not a directory")
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        analysis, wheel = analyze_project(root, output_dir, overrides, Path(tmp), log)
+        analysis, wheel = analyze_project(
+            root, output_dir, overrides, Path(tmp), log, wheel_builder
+        )
         return build_unless_up_to_date(analysis.config, wheel, log, run_image=analysis.run_image)
 
 
@@ -237,6 +247,7 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "cache-image": config.cache_image,
         "clear-cache": config.clear_cache,
         "creation-time": config.creation_time,
+        "layer-compression": config.layer_compression,
         "cache-dir": str(config.cache_dir),
         "system-packages": list(config.system_packages),
         "debian-mirror": config.debian_mirror,

@@ -211,3 +211,14 @@ def test_optional_dependencies_keep_their_own_markers(tmp_path):
         "x>=1; (python_version < '3.12') and extra == 'd'",
         "y; extra == 'd'",
     )
+
+
+def test_layer_compression_is_gzip_or_zstd():
+    assert resolve(project(), Path("/out"), env={}).layer_compression == "gzip"
+    chosen = resolve(project(), Path("/out"), env={"BP_LAYER_COMPRESSION": "zstd"})
+    assert chosen.layer_compression == "zstd"
+    with pytest.raises(
+        BuildError,
+        match=r"layer-compression \(BP_LAYER_COMPRESSION\) must be one of gzip, zstd, not 'xz'",
+    ):
+        resolve(project(), Path("/out"), env={"BP_LAYER_COMPRESSION": "xz"})

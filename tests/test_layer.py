@@ -84,3 +84,36 @@ def test_owned_trees_are_owned_by_the_given_user_and_parents_by_root(tmp_path):
         "srv/workspace/sub": (1000, 1000, "", ""),
         "srv/workspace/sub/f": (1000, 1000, "", ""),
     }
+
+
+def test_zstd_layers_are_reproducible_and_read_back(tmp_path):
+    from buildpacks.oci.layer import iter_entries
+    from buildpacks.oci.model import OCI_LAYER_ZSTD
+
+    store = BlobStore(tmp_path / "store")
+    tree = make_tree(tmp_path / "one", 1_000)
+    gz = write_layer(store, [TreeMapping(tree, "/layers/x")])
+    one = write_layer(store, [TreeMapping(tree, "/layers/x")], compression="zstd")
+    two = write_layer(
+        store, [TreeMapping(make_tree(tmp_path / "two", 2_000), "/layers/x")], compression="zstd"
+    )
+    assert one.descriptor.media_type == OCI_LAYER_ZSTD
+    assert one.path.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # the zstd frame magic
+    assert one.digest == two.digest and one.digest != gz.digest
+    assert one.diff_id == gz.diff_id  # the same tar inside
+    names = [info.name for _, info in iter_entries(one)]
+    assert names == [info.name for _, info in iter_entries(gz)]
+    assert "layers/x/pkg/a.py" in names
+
+
+def test_recompressing_a_layers_tar_gives_the_same_blob(tmp_path):
+    """What restoring from a daemon (which keeps layers uncompressed) relies on."""
+    from buildpacks.oci.layer import compress, open_layer
+
+    store = BlobStore(tmp_path / "store")
+    tree = make_tree(tmp_path / "one", 1_000)
+    for compression in ("gzip", "zstd"):
+        layer = write_layer(store, [TreeMapping(tree, "/layers/x")], compression=compression)
+        with open_layer(layer) as tar:
+            again = compress(BlobStore(tmp_path / compression), tar, 6, compression)
+        assert again.digest == layer.digest and again.diff_id == layer.diff_id

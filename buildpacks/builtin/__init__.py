@@ -158,6 +158,10 @@ def reuse_or_build(
 ) -> LayerResult:
     """The layer for ``key``: from the local cache, else from a previous image or the cache
     image (restored), else built; recorded in the local cache and added to ``ctx.layers``."""
+    if ctx.config.layer_compression != "gzip":
+        # The same content compressed otherwise is another blob. (gzip keeps the keys it
+        # always had, so existing caches stay valid.)
+        key = cache_key({"layer": key, "compression": ctx.config.layer_compression})
     hit = cached_layer(ctx, key)
     cached = hit is not None
     if hit is None and key in ctx.reusable:

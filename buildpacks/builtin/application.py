@@ -207,7 +207,12 @@ class ApplicationBuildpack:
                 TreeMapping(writable, VAR, IMAGE_USER),
                 TreeMapping(writable, WORKSPACE, IMAGE_USER),
             ]
-            return write_layer(ctx.store, mappings, mtime=ctx.config.source_date_epoch), {}
+            return write_layer(
+                ctx.store,
+                mappings,
+                mtime=ctx.config.source_date_epoch,
+                compression=ctx.config.layer_compression,
+            ), {}
 
         result = reuse_or_build(ctx, ID, "app", APP, key, build_app)
         ctx.log(
@@ -238,7 +243,12 @@ class ApplicationBuildpack:
                 shutil.copy2(root / name, stage / name, follow_symlinks=False)
             stage.mkdir(exist_ok=True)
             mapping = TreeMapping(stage, WORKSPACE, IMAGE_USER)
-            return write_layer(ctx.store, [mapping], mtime=ctx.config.source_date_epoch), {}
+            return write_layer(
+                ctx.store,
+                [mapping],
+                mtime=ctx.config.source_date_epoch,
+                compression=ctx.config.layer_compression,
+            ), {}
 
         result = reuse_or_build(ctx, ID, "app", WORKSPACE, key, build_app)
         ctx.log(

@@ -264,6 +264,7 @@ class DependenciesBuildpack:
                 ctx.store,
                 [TreeMapping(stage, VENV)],
                 mtime=ctx.config.source_date_epoch,
+                compression=ctx.config.layer_compression,
                 compresslevel=GZIP_LEVEL,
             )
             return layer, {"packages": [p.to_json() for p in packages], "gzip-level": GZIP_LEVEL}

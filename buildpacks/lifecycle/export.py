@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import packaging
+
 from buildpacks import cnb, sbom
 from buildpacks.builtin import (
     IMAGE_USER,
@@ -22,15 +24,18 @@ from buildpacks.builtin import (
     BuildContext,
     LayerResult,
     application,
+    cache_key,
+    cached_layer,
     dependencies,
     processes,
+    remember_layer,
 )
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
 from buildpacks.oci import daemon
 from buildpacks.oci.archive import ArchiveWriter, archive_digest
-from buildpacks.oci.blobs import BlobStore, write_atomic
+from buildpacks.oci.blobs import BlobStore, file_digest, write_atomic
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Image, Layer
 from buildpacks.oci.reference import Reference
@@ -211,12 +216,36 @@ def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: 
         _with_system_packages(run_image_contents(config, run_image), ctx),
     )
     epoch = config.creation_time
+    target = f"{sbom.SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
+    # An edit of the application's code changes none of this: the documents are written
+    # (the costliest part of a warm export) only when what they list changes.
+    key = cache_key(
+        {
+            "sbom": dataclasses.asdict(contents),
+            # The code writing the documents: sbom.py, the version it names, and packaging,
+            # which canonicalises the license expressions.
+            "code": [file_digest(Path(sbom.__file__)), sbom.__version__, packaging.__version__],
+            "epoch": epoch,
+            "mtime": config.source_date_epoch,
+            "target": target,
+            "compression": config.layer_compression,
+        }
+    )
+    cached = cached_layer(ctx, key)
+    if cached is not None:
+        return cached[0]
     stage = ctx.work_dir / "sbom"
     stage.mkdir(exist_ok=True)
     (stage / sbom.CYCLONEDX).write_bytes(sbom.cyclonedx(contents, epoch))
     (stage / sbom.SPDX).write_bytes(sbom.spdx(contents, epoch))
-    target = f"{sbom.SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"
-    return write_layer(store, [TreeMapping(stage, target)], mtime=config.source_date_epoch)
+    layer = write_layer(
+        store,
+        [TreeMapping(stage, target)],
+        mtime=config.source_date_epoch,
+        compression=config.layer_compression,
+    )
+    remember_layer(ctx, key, layer)
+    return layer
 
 
 def _toml_value(value: str | bool | list[str]) -> str:
@@ -268,11 +297,15 @@ def launch_layers(plan: Plan, ctx: BuildContext, store: BlobStore) -> list[Layer
             LIFECYCLE_ID,
             "process-types",
             processes.PROCESS_DIR,
-            write_layer(store, entries, mtime=epoch),
+            write_layer(store, entries, mtime=epoch, compression=ctx.config.layer_compression),
             False,
         ),
         LayerResult(
-            LIFECYCLE_ID, "config", cnb.CONFIG_DIR, write_layer(store, config, mtime=epoch), False
+            LIFECYCLE_ID,
+            "config",
+            cnb.CONFIG_DIR,
+            write_layer(store, config, mtime=epoch, compression=ctx.config.layer_compression),
+            False,
         ),
     ]
 

@@ -44,9 +44,10 @@ def cached_keys(labels: dict[str, str]) -> dict[str, tuple[str, dict[str, Any]]]
 
 
 def from_daemon(
-    reference: str, store: BlobStore, log: Callable[[str], None]
+    reference: str, store: BlobStore, log: Callable[[str], None], compression: str = "gzip"
 ) -> dict[str, Restorer]:
-    """Restorers for the layers of the daemon's previous image of ``reference``."""
+    """Restorers for the layers of the daemon's previous image of ``reference``, compressed
+    again with ``compression`` (the daemon keeps them uncompressed)."""
     labels = daemon.image_labels(reference)
     keys = cached_keys(labels or {})
     if keys:
@@ -54,7 +55,7 @@ def from_daemon(
     return {
         key: (
             lambda d=diff_id, x=extra: (
-                daemon.restore_layer(reference, d, store, x.get("gzip-level", 6)),
+                daemon.restore_layer(reference, d, store, x.get("gzip-level", 6), compression),
                 x,
             )
         )
@@ -107,6 +108,8 @@ def restore(
         if keys:
             log(f"Previous image {spec}: {len(keys)} reusable layer(s)")
     if config.daemon:
-        for key, restorer in from_daemon(config.image, store, log).items():
+        for key, restorer in from_daemon(
+            config.image, store, log, config.layer_compression
+        ).items():
             found.setdefault(key, restorer)
     return found

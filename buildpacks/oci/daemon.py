@@ -69,8 +69,10 @@ def image_labels(reference: str) -> dict[str, str] | None:
         return None
 
 
-def restore_layer(reference: str, diff_id: str, store: BlobStore, gzip_level: int = 6) -> Layer:
-    """One layer of the daemon's image, gzipped as we write layers, so the blob — and the
+def restore_layer(
+    reference: str, diff_id: str, store: BlobStore, gzip_level: int = 6, compression: str = "gzip"
+) -> Layer:
+    """One layer of the daemon's image, compressed as we write layers, so the blob — and the
     image digest — come out as they were built. Checked against ``diff_id``."""
     import docker
 
@@ -91,7 +93,7 @@ def restore_layer(reference: str, diff_id: str, store: BlobStore, gzip_level: in
             config = json.load(tar.extractfile(entry["Config"]))  # type: ignore[arg-type]
             index = config["rootfs"]["diff_ids"].index(diff_id)
             stream = tar.extractfile(entry["Layers"][index])
-            layer = compress(store, stream, gzip_level)  # type: ignore[arg-type]
+            layer = compress(store, stream, gzip_level, compression)  # type: ignore[arg-type]
     if layer.diff_id != diff_id:
         raise BuildError(
             f"layer {diff_id} of {reference} in the daemon has content {layer.diff_id}"
