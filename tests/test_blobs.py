@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,31 @@ def test_stale_temp_files_go_and_live_ones_stay(tmp_path):
     os.close(fd)
     remove_stale(tmp_path, "blob-*")
     assert not mine.exists()
+
+
+def test_an_untouched_verified_blob_is_not_hashed_again_and_a_touched_one_is(tmp_path, monkeypatch):
+    """The warm path hashes a blob once; any later change to its file, even one that puts the
+    size and mtime back (a bit flipped in place, then ``touch -r``), moves its ctime and
+    gets it hashed, found corrupt and removed."""
+    from buildpacks.oci import blobs
+
+    data = b"layer bytes " * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    first = blobs.BlobStore(tmp_path / "store")
+    first.put_stream(iter([data]), digest, "a test blob")
+    hashed = []
+    real = blobs.file_digest
+    monkeypatch.setattr(blobs, "file_digest", lambda p: hashed.append(p) or real(p))
+    assert blobs.BlobStore(tmp_path / "store").has(digest)
+    assert hashed == []  # recorded as verified when it was written, untouched since
+
+    path = first.path(digest)
+    before = path.stat()
+    time.sleep(0.01)
+    with path.open("r+b") as f:
+        f.seek(5)
+        f.write(b"X")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size
+    assert not blobs.BlobStore(tmp_path / "store").has(digest)
+    assert hashed == [path] and not path.exists()

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -88,6 +88,13 @@ def no_space(e: OSError, what: Path) -> BuildError | None:
     return None
 
 
+def _stamp(path: Path) -> str:
+    """What a file's content cannot change without changing too (ctime: even a write that
+    restores the mtime moves it)."""
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write a small file so that readers see the old content or the new, never a part:
     a claimed temp file beside it (unique, so concurrent builds do not collide), then a
@@ -124,23 +131,45 @@ class BlobStore:
         return self.root / algorithm / hex_
 
     def has(self, digest: str) -> bool:
-        """Whether the store holds ``digest`` intact. Its content is hashed the first time
-        this store is asked; a blob whose content does not match (truncated, altered) is
-        deleted, so that the caller fetches it again."""
+        """Whether the store holds ``digest`` intact. Its content is hashed unless this store
+        hashed it before and its file is untouched since (size, mtime, ctime and inode as
+        recorded then: any write, truncation, ``touch`` or replacement changes the ctime, as
+        git's index relies on); a blob whose content does not match is deleted, so that the
+        caller fetches it again."""
         if digest in self._verified:
             return True
         path = self.path(digest)
+        record = self.root / "verified" / path.name
+        try:
+            stamp = _stamp(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            if record.read_text() == stamp:
+                self._verified.add(digest)
+                return True
+        except OSError:
+            pass  # no record yet (or an unreadable one): hash it
         try:
             actual = file_digest(path)
         except (FileNotFoundError, IsADirectoryError):
             return False
         if actual != digest:
             path.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
             if self.log is not None:
                 self.log(f"Cached blob {digest[:19]} is corrupt (content {actual[:19]}): removed")
             return False
         self._verified.add(digest)
+        self._remember(path, record, stamp)
         return True
+
+    def _remember(self, path: Path, record: Path, stamp: str) -> None:
+        # Recorded only if the file is still as it was hashed; a failed write of the record
+        # costs one more hash next time, nothing else.
+        with suppress(OSError):
+            if _stamp(path) == stamp:
+                write_atomic(record, stamp)
 
     @contextmanager
     def writer(self) -> Iterator[tuple[BinaryIO, Path]]:
@@ -166,6 +195,7 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, target)
         self._verified.add(digest)
+        self._remember(target, self.root / "verified" / target.name, _stamp(target))
         return target
 
     def put_stream(self, chunks: Iterable[bytes], expected: str, what: str) -> Path:
