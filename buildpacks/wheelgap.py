@@ -142,8 +142,9 @@ def version_of(filename: str) -> Version | None:
 def nearest_version(pinned: Version, candidates: Iterable[Version]) -> Version | None:
     """The version closest to ``pinned`` among ``candidates``: newer of the same major
     first, then older of the same major, then newer, then older."""
-    newer = sorted(v for v in candidates if v > pinned)
-    older = sorted((v for v in candidates if v < pinned), reverse=True)
+    known = set(candidates)
+    newer = sorted(v for v in known if v > pinned)
+    older = sorted((v for v in known if v < pinned), reverse=True)
     for group in (
         [v for v in newer if v.major == pinned.major],
         [v for v in older if v.major == pinned.major],
