@@ -12,14 +12,18 @@ import re
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from packaging.version import Version
 
 from buildpacks.builtin import Runtime
 from buildpacks.builtin.application import Host
+from buildpacks.builtin.dependencies import index_urls, install
+from buildpacks.config import resolve
 from buildpacks.errors import BuildError
 from buildpacks.locks import Locked, Target, read_lock, uv_lock_files
+from buildpacks.project import Project
 from buildpacks.wheelgap import (
     Dist,
     Gap,
@@ -371,3 +375,62 @@ def test_real_uv_lock_gap_asks_the_locks_registry_for_the_nearest(tmp_path):
         "lxml 4.9.1 (nearest with one: 4.9.2);"
     ), raised.value
     assert len(list((tmp_path / "index-pages").iterdir())) == 1  # only lxml's page was asked
+
+
+# -- what uv alone can find: requirements it resolves -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requirements", "named"),
+    [
+        ("lxml>=4.9,<4.9.2\n", "lxml >=4.9.0,<=4.9.1"),
+        ("pycrypto\n", "pycrypto (any version)"),
+    ],
+)
+def test_a_gap_only_uv_finds_is_worded_as_the_checks(tmp_path, requirements, named):
+    # Not pinned, so not checked beforehand: the real uv resolves and reports it.
+    locked = Locked("requirements.txt", requirements, complete=False)
+    assert pinned_requirements(locked.text, Target("3.11.2", "aarch64")) == []
+    with pytest.raises(BuildError) as raised:
+        install(locked, tmp_path / "target", BOOKWORM_ARM64, [], tmp_path)
+    assert str(raised.value).startswith(
+        f"no wheel for aarch64-manylinux_2_36 (CPython 3.11.2): {named} (uv found none to "
+        "install); dependencies are installed from wheels only"
+    ), raised.value
+
+
+# -- the indexes asked: those uv installs from, in uv's order -----------------------------------
+
+
+def _config(tmp_path: Path, **overrides: object):
+    project = Project(root=tmp_path, name="app", version="1.0")
+    return resolve(project, tmp_path / "dist", env={}, overrides=overrides)
+
+
+def test_indexes_are_uvs_in_its_order(tmp_path, monkeypatch):
+    for name in ("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+        monkeypatch.delenv(name, raising=False)
+    plain = Locked("requirements.txt", "six==1.17.0\n", complete=False)
+    assert index_urls(_config(tmp_path), plain) == [PYPI]
+    own = Locked(
+        "requirements.txt",
+        "--index-url https://mirror.invalid/simple\n--extra-index-url=https://extra.invalid/simple\n"
+        "six==1.17.0\n",
+        complete=False,
+    )
+    assert index_urls(_config(tmp_path), own) == [
+        "https://extra.invalid/simple",
+        "https://mirror.invalid/simple",
+    ]
+    configured = _config(
+        tmp_path, **{"index-url": "https://set.invalid/simple", "extra-index-urls": ["https://x/s"]}
+    )
+    assert index_urls(configured, own) == [
+        "https://x/s",
+        "https://extra.invalid/simple",
+        "https://set.invalid/simple",
+    ]
+    monkeypatch.setenv("UV_INDEX_URL", "https://uv.invalid/simple")
+    assert index_urls(_config(tmp_path), plain) == ["https://uv.invalid/simple"]
+    no_index = Locked("requirements.txt", "--no-index\nsix==1.17.0\n", complete=False)
+    assert index_urls(_config(tmp_path), no_index) == []

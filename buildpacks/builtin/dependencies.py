@@ -64,18 +64,20 @@ def _no_wheel_message(output: str, runtime: Runtime) -> str | None:
     """uv's report of a package without a usable wheel, worded as the wheel-gap check words
     its own (which finds the pinned ones before uv runs; uv finds those it resolved)."""
     patterns = (
-        r"Because (?:only )?([A-Za-z0-9_.\-]+)(==[^\s]+|[<>!~]=?[^\s]+)? has no (?:usable )?wheels",
-        r"([A-Za-z0-9_.\-]+)(==[^\s]+)? has no usable wheels",
+        r"Because all versions of (?P<name>[\w.\-]+) have no (?:usable )?wheels",
+        r"Because (?:only )?(?P<name>[\w.\-]+)(?P<spec>[=<>!~]=?\S+)? has no (?:usable )?wheels",
+        r"(?P<name>[\w.\-]+)(?P<spec>==\S+)? has no usable wheels",
     )
     for pattern in patterns:
         match = re.search(pattern, output)
         if match:
             from buildpacks.wheelgap import WHEELS_ONLY
 
-            version = f" {match[2].removeprefix('==')}" if match[2] else ""
+            spec = match.groupdict().get("spec")
+            versions = spec.removeprefix("==") if spec else "(any version)"
             return (
                 f"no wheel for {runtime.wheel_platform} (CPython {runtime.version}): "
-                f"{match[1]}{version} (uv found none to install); {WHEELS_ONLY}"
+                f"{match['name']} {versions} (uv found none to install); {WHEELS_ONLY}"
             )
     return None
 
