@@ -355,11 +355,11 @@ class Index:
     ) -> tuple[dict[str, list[Dist]], list[str]]:
         """The files of each project of ``wanted`` (canonical name to the indexes to ask, in
         order), fetched in parallel; and why the projects that could not be had are not."""
-        import httpx
-
         names = sorted(wanted)
         if not names:
             return {}, []
+        import httpx
+
         if not self.offline and self.client is None:
             self.client = httpx.Client(timeout=20.0, follow_redirects=True)
         found: dict[str, list[Dist]] = {}
