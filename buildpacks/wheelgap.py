@@ -302,18 +302,21 @@ class Index:
     client: Any = None  # an httpx.Client, made on the first fetch
 
     def _record(self, url: str) -> Path:
-        return self.cache_dir / "index-pages" / f"{hashlib.sha256(url.encode()).hexdigest()}.json"
+        # Keyed by the URL without its credentials: they change nothing the index lists.
+        name = hashlib.sha256(redact(url).encode()).hexdigest()
+        return self.cache_dir / "index-pages" / f"{name}.json"
 
     def page(self, url: str) -> list[Dist] | None:
         """The files a project page lists; None when the index does not have the project."""
         record = self._record(url)
         try:
             cached = json.loads(record.read_text())
+            known = _from_record(cached)
             age = time.time() - record.stat().st_mtime
-        except (OSError, ValueError):
-            cached, age = None, 0.0
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            cached, known, age = None, None, 0.0  # none, or damaged: asked again
         if cached is not None and (self.offline or age < PAGE_LIFETIME):
-            return _from_record(cached)
+            return known
         if self.offline:
             raise Unavailable(f"{redact(url)} is not cached and pull-policy is never")
         import httpx
@@ -327,7 +330,7 @@ class Index:
             raise Unavailable(f"{redact(url)}: {type(e).__name__} {redact(str(e))}") from None
         if response.status_code == 304 and cached is not None:
             record.touch()
-            return _from_record(cached)
+            return known
         if response.status_code in (404, 410):
             files = None
         elif response.status_code == 200:

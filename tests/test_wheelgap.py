@@ -237,10 +237,12 @@ def test_offline_without_cache_says_what_it_could_not_check_and_leaves_it_to_uv(
     assert not (tmp_path / "index-pages").exists()
 
 
-def test_unreachable_index_is_logged_not_fatal(tmp_path):
+def test_unreachable_index_is_logged_not_fatal_and_its_credentials_never_shown(tmp_path):
     logged: list[str] = []
-    check_wheels(lxml_platforms(), None, [CLOSED], tmp_path, False, logged.append)
-    assert len(logged) == 1 and "http://127.0.0.1:9/simple/lxml/: ConnectError" in logged[0]
+    secret = "http://user:s3cret@127.0.0.1:9/simple"
+    check_wheels(lxml_platforms(), None, [secret], tmp_path, False, logged.append)
+    assert len(logged) == 1 and "http://***@127.0.0.1:9/simple/lxml/: ConnectError" in logged[0]
+    assert "s3cret" not in logged[0]
 
 
 # -- a PEP 503 HTML index on loopback ---------------------------------------------------------
@@ -322,6 +324,16 @@ def test_html_index_first_index_with_the_project_and_the_cache_lifetime(tmp_path
     with pytest.raises(BuildError, match=r"nearest with one: 2\.0"):  # expired: revalidated
         check_wheels(platforms, None, indexes, tmp_path, False, print)
     assert html_index.requests[-1] == ("/simple/oldc/", '"oldc"')
+
+
+def test_a_damaged_cached_page_is_asked_again(tmp_path, html_index):
+    index = Index(tmp_path, False)
+    assert len(index.projects({"oldc": [html_index.url]})[0]["oldc"]) == 5
+    (record,) = (tmp_path / "index-pages").iterdir()
+    record.write_text('{"files": [{"name": 1}]}')
+    assert len(index.projects({"oldc": [html_index.url]})[0]["oldc"]) == 5
+    assert len(html_index.requests) == 2
+    assert json.loads(record.read_text())["files"][0]["filename"].startswith("oldc-1.0")
 
 
 def test_index_page_of_an_unknown_project_is_none(tmp_path, html_index):
