@@ -420,7 +420,7 @@ def _config(tmp_path: Path, **overrides: object):
 
 
 def test_indexes_are_uvs_in_its_order(tmp_path, monkeypatch):
-    for name in ("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL"):
+    for name in ("UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PIP_INDEX_URL", "UV_FIND_LINKS"):
         monkeypatch.delenv(name, raising=False)
     plain = Locked("requirements.txt", "six==1.17.0\n", complete=False)
     assert index_urls(_config(tmp_path), plain) == [PYPI]
@@ -446,3 +446,8 @@ def test_indexes_are_uvs_in_its_order(tmp_path, monkeypatch):
     assert index_urls(_config(tmp_path), plain) == ["https://uv.invalid/simple"]
     no_index = Locked("requirements.txt", "--no-index\nsix==1.17.0\n", complete=False)
     assert index_urls(_config(tmp_path), no_index) == []
+    # A wheelhouse may hold what the index lacks: the index alone cannot tell a gap.
+    links = Locked("requirements.txt", "-f ./wheels\nsix==1.17.0\n", complete=False)
+    assert index_urls(_config(tmp_path), links) == []
+    monkeypatch.setenv("UV_FIND_LINKS", str(tmp_path))
+    assert index_urls(_config(tmp_path), plain) == []

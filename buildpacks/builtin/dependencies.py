@@ -128,23 +128,28 @@ def index_arguments(config: BuildConfig) -> list[str]:
 
 
 PYPI = "https://pypi.org/simple"
-_INDEX_OPTION = re.compile(r"^(--index-url|-i|--extra-index-url|--no-index)(?:[ =]\s*(\S+))?")
+_INDEX_OPTION = re.compile(
+    r"^(--index-url|-i|--extra-index-url|--no-index|--find-links|-f)(?:[ =]\s*(\S+))?"
+)
 
 
 def index_urls(config: BuildConfig, locked: Locked) -> list[str]:
     """The indexes uv installs ``locked`` from, in the order it asks them (extra indexes
     before the default one): ``index_arguments``, then uv's own variables, then the
-    requirements' own index options, then PyPI. None with ``--no-index``."""
+    requirements' own index options, then PyPI. None with ``--no-index``, nor with find-links
+    (``--find-links``, ``UV_FIND_LINKS``), whose wheels may fill what an index lacks."""
     default, extras = None, []
     for line in locked.text.splitlines():
         match = _INDEX_OPTION.match(line.strip())
-        if match and match[1] == "--no-index":
+        if match and match[1] in ("--no-index", "--find-links", "-f"):
             return []
         if match and match[2]:
             if match[1] == "--extra-index-url":
                 extras.append(match[2])
             else:
                 default = match[2]
+    if os.environ.get("UV_FIND_LINKS"):
+        return []
     arguments = index_arguments(config)
     cli = dict(zip(arguments[::2], arguments[1::2], strict=True)).get("--index-url")
     default = cli or os.environ.get("UV_INDEX_URL") or default or PYPI
