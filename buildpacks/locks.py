@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
@@ -145,6 +146,38 @@ def read_uv_lock(path: Path, target: Target) -> Locked:
         raise BuildError(f"{path}: uv cannot export it: {reason}")
     lines = [line for line in result.stdout.splitlines() if not line.lstrip().startswith("-e ")]
     return Locked(path.name, "\n".join(lines) + "\n", complete=True)
+
+
+@dataclass(frozen=True)
+class LockFiles:
+    """The files ``uv.lock`` lists for one locked version, and the index they come from."""
+
+    files: tuple[str, ...]  # wheel and sdist file names
+    index: str | None  # the registry of the package's ``source``
+
+
+def uv_lock_files(path: Path) -> dict[tuple[str, str], LockFiles]:
+    """The wheel and sdist file names ``uv.lock`` records for each package from a registry,
+    by canonical name and version (packages from a path or git have none to check)."""
+    files = {}
+    for package in read_toml(path).get("package", []):
+        source = package.get("source") or {}
+        if "registry" not in source or "name" not in package or "version" not in package:
+            continue
+        artifacts = [
+            *package.get("wheels", []),
+            *([package["sdist"]] if "sdist" in package else []),
+        ]
+        names = tuple(
+            unquote(str(a.get("filename") or a.get("url") or a.get("path")).rsplit("/", 1)[-1])
+            for a in artifacts
+            if a.get("filename") or a.get("url") or a.get("path")
+        )
+        registry = str(source["registry"])
+        index = registry if registry.startswith(("http://", "https://")) else None
+        key = (canonicalize_name(package["name"]), str(package["version"]))
+        files[key] = LockFiles(names, index)
+    return files
 
 
 def read_pylock(path: Path, target: Target) -> Locked:

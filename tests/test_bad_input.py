@@ -41,7 +41,8 @@ CASES = {
             _edit(p / "pyproject.toml", '"flask==3.1.3",', '"flask==3.1.3", "pycrypto==2.6.1",'),
         ),
         {},
-        r"dependency 'pycrypto' has no wheel for x86_64-manylinux_2_36",
+        r"no wheel for linux/amd64 \(CPython 3\.11, x86_64-manylinux_2_36\): "
+        r"pycrypto 2\.6\.1 \(no version has one\)",
     ),
     "no entry point": (
         lambda p: _edit(

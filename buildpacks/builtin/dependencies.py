@@ -61,17 +61,23 @@ def uv_version() -> str:
 
 
 def _no_wheel_message(output: str, runtime: Runtime) -> str | None:
+    """uv's report of a package without a usable wheel, worded as the wheel-gap check words
+    its own (which finds the pinned ones before uv runs; uv finds those it resolved)."""
     patterns = (
-        r"Because (?:only )?([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? has no (?:usable )?wheels",
-        r"([A-Za-z0-9_.\-]+)(?:==[^\s]+)? has no usable wheels",
-        r"Because ([A-Za-z0-9_.\-]+)(?:[=<>!~]=?[^\s]+)? has no wheels",
+        r"Because all versions of (?P<name>[\w.\-]+) have no (?:usable )?wheels",
+        r"Because (?:only )?(?P<name>[\w.\-]+)(?P<spec>[=<>!~]=?\S+)? has no (?:usable )?wheels",
+        r"(?P<name>[\w.\-]+)(?P<spec>==\S+)? has no usable wheels",
     )
     for pattern in patterns:
         match = re.search(pattern, output)
         if match:
+            from buildpacks.wheelgap import WHEELS_ONLY
+
+            spec = match.groupdict().get("spec")
+            versions = spec.removeprefix("==") if spec else "(any version)"
             return (
-                f"dependency {match[1]!r} has no wheel for {runtime.wheel_platform} "
-                f"(CPython {runtime.version}); pin a version that ships one, or pick another base"
+                f"no wheel for {runtime.wheel_platform} (CPython {runtime.version}): "
+                f"{match['name']} {versions} (uv found none to install); {WHEELS_ONLY}"
             )
     return None
 
@@ -119,6 +125,36 @@ def index_arguments(config: BuildConfig) -> list[str]:
     for url in config.extra_index_urls:
         args += ["--extra-index-url", url]
     return args
+
+
+PYPI = "https://pypi.org/simple"
+_INDEX_OPTION = re.compile(
+    r"^(--index-url|-i|--extra-index-url|--no-index|--find-links|-f)(?:[ =]\s*(\S+))?"
+)
+
+
+def index_urls(config: BuildConfig, locked: Locked) -> list[str]:
+    """The indexes uv installs ``locked`` from, in the order it asks them (extra indexes
+    before the default one): ``index_arguments``, then uv's own variables, then the
+    requirements' own index options, then PyPI. None with ``--no-index``, nor with find-links
+    (``--find-links``, ``UV_FIND_LINKS``), whose wheels may fill what an index lacks."""
+    default, extras = None, []
+    for line in locked.text.splitlines():
+        match = _INDEX_OPTION.match(line.strip())
+        if match and match[1] in ("--no-index", "--find-links", "-f"):
+            return []
+        if match and match[2]:
+            if match[1] == "--extra-index-url":
+                extras.append(match[2])
+            else:
+                default = match[2]
+    if os.environ.get("UV_FIND_LINKS"):
+        return []
+    arguments = index_arguments(config)
+    cli = dict(zip(arguments[::2], arguments[1::2], strict=True)).get("--index-url")
+    default = cli or os.environ.get("UV_INDEX_URL") or default or PYPI
+    extras = [*config.extra_index_urls, *os.environ.get("UV_EXTRA_INDEX_URL", "").split(), *extras]
+    return [*extras, default]
 
 
 def project_requirements(ctx: BuildContext, target: Target) -> Locked:
@@ -252,6 +288,18 @@ class DependenciesBuildpack:
         )
 
         def build_venv() -> tuple[Layer, dict[str, Any]]:
+            # Only when the layer is built (a cached layer's wheels were all found), and
+            # imported only then: the warm path never loads it.
+            from buildpacks import wheelgap
+
+            wheelgap.check_wheels(
+                [wheelgap.PlatformDependencies(str(config.platform), runtime, target, locked)],
+                lock,
+                index_urls(config, locked),
+                config.cache_dir,
+                config.pull_policy == "never",
+                ctx.log,
+            )
             ctx.log(f"Installing dependencies from {locked.source} for {runtime.wheel_platform}")
             installed = ctx.work_dir / "uv-target"
             install(locked, installed, runtime, index_args, ctx.work_dir)
