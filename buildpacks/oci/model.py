@@ -145,6 +145,10 @@ class ImageSource:
     def diff_ids(self) -> list[str]:
         return list(self.config.get("rootfs", {}).get("diff_ids", []))
 
+    @property
+    def platform(self) -> Platform:
+        return _config_platform(self.config)
+
     def layer(self, index: int) -> Layer:
         descriptor = self.layer_descriptors[index]
         return Layer(descriptor, self.diff_ids[index], self.fetch(descriptor))
@@ -194,11 +198,14 @@ class Image:
 
     @property
     def platform(self) -> Platform:
-        return Platform(
-            self.config.get("os", "linux"),
-            self.config.get("architecture", "amd64"),
-            self.config.get("variant"),
-        )
+        return _config_platform(self.config)
+
+
+def _config_platform(config: dict[str, Any]) -> Platform:
+    """The platform an image config names."""
+    return Platform(
+        config.get("os", "linux"), config.get("architecture", "amd64"), config.get("variant")
+    )
 
 
 @dataclass(frozen=True)

@@ -422,6 +422,18 @@ def registry_source(
         client.close()
 
 
+def registry_index(ref: Reference, options: RegistryOptions) -> tuple[dict, str] | None:
+    """The image index at ``ref`` and its digest; None when ``ref`` is one image."""
+    client = RegistryClient(ref, options)
+    try:
+        data, digest = client.manifest(ref.identifier)
+    finally:
+        client.close()
+    parsed = json.loads(data)
+    is_index = parsed.get("mediaType") in INDEX_TYPES or "manifests" in parsed
+    return (parsed, digest) if is_index else None
+
+
 def pull(
     ref: Reference,
     platform: Platform,
