@@ -86,12 +86,15 @@ def test_index_annotations_and_refusals(two):
         Index(())
 
 
-def test_image_for_and_combine(two):
-    amd, arm, _, _ = two
+def test_image_for_host_image_and_combine(two, tmp_path):
+    amd, arm, _, store = two
     index = Index((amd, arm))
     assert index.image_for(Platform("linux", "arm64")) is arm  # no variant asked: matches v8
     assert index.image_for(AMD64) is amd
     assert index.image_for(Platform("linux", "s390x")) is None
+    assert index.host_image() is amd  # this machine's (x86-64)
+    s390x = make_image(tmp_path, store, Platform("linux", "s390x"))
+    assert Index((arm, s390x)).host_image() is arm  # none for this machine: the first
     assert combine([amd]) is amd  # one platform: the image itself, its digest as before
     assert isinstance(combine([amd, arm], "app:1"), Index)
 

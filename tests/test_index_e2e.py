@@ -366,6 +366,14 @@ def test_rebase_of_an_index_archive_and_the_refusal_when_a_platform_is_missing(
         )
     assert archive.read_bytes() == original  # nothing written
     assert testbed.registry_digest(reference) == index.digest()
+    # A debian-packages: run image is assembled for each platform: nothing is missing.
+    assembled = testbed.cli(
+        "rebase", f"oci-archive:{archive}", "--run-image", BASE, "--output",
+        str(tmp_path / "assembled.tar"), env=env,
+    )  # fmt: skip
+    assert assembled.returncode == 0, assembled.stdout + assembled.stderr
+    raw = json.loads(skopeo("inspect", "--raw", f"oci-archive:{tmp_path / 'assembled.tar'}"))
+    assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64", "arm64"]
     rebased = tmp_path / "rebased.tar"
     result = testbed.cli(
         "rebase", f"oci-archive:{archive}", "--run-image", new_base, "--output", str(rebased),
@@ -381,3 +389,49 @@ def test_rebase_of_an_index_archive_and_the_refusal_when_a_platform_is_missing(
         meta = json.loads(config["config"]["Labels"]["io.buildpacks.lifecycle.metadata"])
         assert meta["runImage"]["image"] == new_base
         assert config["architecture"] == arch
+
+
+def test_each_platform_restores_from_a_cache_image_index_and_an_index_archive(
+    index, registry, env, session_dir, store
+):
+    """A cache image per platform, joined into one index under one reference (as a build for
+    several platforms pushes it), serves each platform's layers; so does an index archive
+    left in dist/ by such a build. Each "machine" here has an empty cache and no dist/."""
+    repository = f"{registry.host}/team/cache-multi"
+    caches = []
+    for platform in (AMD64, ARM64):
+        project = session_dir / f"index-{platform.architecture}"
+        built = testbed.cli(
+            "build", str(project), "--base-image", BASE, "--platform", str(platform),
+            "--cache-image", f"{repository}:{platform.architecture}", env=env,
+        )  # fmt: skip
+        assert built.returncode == 0, built.stdout + built.stderr
+        caches.append(open_image(f"{repository}:{platform.architecture}", platform, store))
+    RegistrySink([Reference.parse(f"{repository}:all")], RegistryOptions()).write(
+        Index(tuple(caches)), print
+    )
+    fresh = testbed.copy_example(session_dir / "index-cache-restore")
+    restored = testbed.cli(
+        "build", str(fresh), "--base-image", BASE, "--platform", "linux/arm64",
+        "--cache-image", f"{repository}:all",
+        env={**env, "BP_CACHE_DIR": str(session_dir / "index-cache-empty")},
+    )  # fmt: skip
+    out = restored.stdout + restored.stderr
+    assert restored.returncode == 0, out
+    assert "Restored python-buildpacks/dependencies venv layer" in out
+    assert "Installing" not in out
+    assert testbed.read_archive_manifest(fresh / "dist" / NAME)[0] == index.images[1].digest()
+
+    from_archive = testbed.copy_example(session_dir / "index-archive-restore")
+    (from_archive / "dist").mkdir()
+    ArchiveSink(from_archive / "dist" / NAME, "example-service:0.1.0", 0).write(index, print)
+    again = testbed.cli(
+        "build", str(from_archive), "--base-image", BASE, "--platform", "linux/arm64",
+        env={**env, "BP_CACHE_DIR": str(session_dir / "index-cache-empty-2")},
+    )  # fmt: skip
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out
+    assert "Previous image oci-archive:" in out and "Installing" not in out
+    assert "Restored python-buildpacks/dependencies venv layer" in out
+    archive = testbed.read_archive_manifest(from_archive / "dist" / NAME)
+    assert archive[0] == index.images[1].digest()  # the arm64 image, now on its own

@@ -60,8 +60,8 @@ def build_image(
         log("===> EXPORTING")
         image = export.assemble(config, plan, run_image, built, store)
         cache = export.cache_image(config.platform, built) if config.cache_image else None
-        log(f"Image: {config.image}")
-        log(f"Digest: {image.digest()}")
         for sink, artifact in export.outputs(config, image, cache, writer):
             sink.write(artifact, log)
+    log(f"Image: {config.image}")
+    log(f"Digest: {image.digest()}")
     return BuildResult(config.image, image.digest(), export.archive_path(config), config.platform)

@@ -2,9 +2,10 @@
 ``remote.Write``, ``layout.Write``, ``tarball.Write`` and ``daemon.Write`` share one shape: a
 sink is told where it writes when it is made, and takes an image or an image index.
 
-The sinks live with their backends: ``archive.ArchiveSink`` (the ``dist/*.tar``),
-``registry.RegistrySink`` (push, tags), ``daemon.DaemonSink`` (the host platform's image
-into a Docker Engine API), ``layout.LayoutSink`` (an OCI image layout directory)."""
+The sinks live with their backends: ``archive.ArchiveSink`` (the ``dist/*.tar``, an OCI
+layout in a tar), ``registry.RegistrySink`` (push, tags), ``daemon.DaemonSink`` (the host
+platform's image into a Docker Engine API). The lifecycle's export names those a build asks
+for (``export.outputs``) and writes to each in turn; rebase does the same."""
 
 from __future__ import annotations
 
