@@ -39,7 +39,7 @@ MARKS = [
     ("detect", "===> RESTORING"),
     ("restore (previous archive's labels)", "===> BUILDING"),
     ("build (buildpacks: runtime, dependencies, app, processes)", "===> EXPORTING"),
-    ("export (config, labels, SBOM layer, finish the archive)", "Image: "),
+    ("export (config, labels, SBOM layer, finish the archive)", "Archive"),
     ("Hatch: check the target's dependencies, start hatchling; up-to-date check", "up to date"),
     ("close (release the old archive, temp files), exit; Hatch reports and exits", None),
 ]

@@ -15,12 +15,14 @@ from buildpacks import __version__, errors, frontend, inspect, sbom, watch
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import rebase
-from buildpacks.oci import registry
-from buildpacks.oci.archive import write_archive
+from buildpacks.oci.archive import ArchiveSink
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.model import Layer, Platform, RegistryOptions
+from buildpacks.oci.manifest import index_platforms
+from buildpacks.oci.model import ImageSource, Index, Layer, Platform, RegistryOptions
 from buildpacks.oci.reference import Reference
-from buildpacks.oci.source import TRANSPORTS, open_image, open_source
+from buildpacks.oci.registry import RegistrySink
+from buildpacks.oci.sink import Sink
+from buildpacks.oci.source import TRANSPORTS, open_image, open_index, open_source
 from buildpacks.progress import Transfers
 
 DESCRIPTION = (
@@ -171,21 +173,66 @@ def _options() -> RegistryOptions:
     )
 
 
-def _open(ref: str, store: BlobStore):
-    platform = Platform.parse(build_config.setting(build_config.environment_settings(), "platform"))
+def _configured_platform() -> Platform:
+    return Platform.parse(build_config.setting(build_config.environment_settings(), "platform"))
+
+
+def _platform(args: argparse.Namespace) -> Platform:
+    """``--platform``, else the configured platform: which image of an index to open."""
+    if not args.platform:
+        return _configured_platform()
+    try:
+        return Platform.parse(args.platform)
+    except ValueError as e:
+        raise BuildError(f"--platform: {e}") from None
+
+
+def _open(ref: str, store: BlobStore, platform: Platform):
     return open_source(ref, platform, store, options=_options(), transfers=Transfers(_stderr))
 
 
+def _check_platform(source: ImageSource, args: argparse.Namespace, platform: Platform) -> None:
+    """A ``--platform`` that a single image (not an index) is not for is refused."""
+    has = source.platform
+    if args.platform and not platform.matches(has.to_json()):
+        raise BuildError(f"{args.ref} has no image for {platform} (it has: {has})")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    with _open(args.ref, _store()) as source:
+    store = _store()
+    found = None if args.platform else open_index(args.ref, store, options=_options())
+    if found is not None:
+        report = inspect.inspect_index(args.ref, *found)
+        print(json.dumps(report, indent=2) if args.json else inspect.render_index(report))
+        return 0
+    platform = _platform(args)
+    with _open(args.ref, store, platform) as source:
+        _check_platform(source, args, platform)
         report = inspect.inspect(source)
     print(json.dumps(report, indent=2) if args.json else inspect.render(report))
     return 0
 
 
+def platform_dir(platform: Platform) -> str:
+    """The subdirectory of ``sbom -o DIR`` for one platform of an index: ``linux-arm64-v8``."""
+    return str(platform).replace("/", "-")
+
+
 def cmd_sbom(args: argparse.Namespace) -> int:
-    with _open(args.ref, _store()) as source:
-        written = sbom.extract(source, Path(args.output))
+    store = _store()
+    out = Path(args.output)
+    found = None if args.platform else open_index(args.ref, store, options=_options())
+    written = []
+    if found is not None:
+        # Every platform's SBOM: each lists what that platform's image holds.
+        for platform, _ in index_platforms(found[0]):
+            with _open(args.ref, store, platform) as source:
+                written += sbom.extract(source, out / platform_dir(platform))
+    else:
+        platform = _platform(args)
+        with _open(args.ref, store, platform) as source:
+            _check_platform(source, args, platform)
+            written = sbom.extract(source, out)
     for path in written:
         print(path)
     return 0
@@ -193,6 +240,17 @@ def cmd_sbom(args: argparse.Namespace) -> int:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _base_platforms(spec: str, store: BlobStore) -> list[Platform] | None:
+    """The platforms a run image serves; None for one assembled for any (debian-packages:)."""
+    if spec.startswith("debian-packages:"):
+        return None
+    found = open_index(spec, store, options=_options())
+    if found is not None:
+        return [platform for platform, _ in index_platforms(found[0])]
+    with _open(spec, store, Platform()) as source:
+        return [source.platform]
 
 
 def cmd_rebase(args: argparse.Namespace) -> int:
@@ -207,43 +265,53 @@ def cmd_rebase(args: argparse.Namespace) -> int:
         raise BuildError(
             f"rebase of {args.ref}: give --publish to push the result, or --output PATH"
         )
-    with _open(args.ref, store) as source:
-        run_image = args.run_image or rebase.recorded_run_image(source)
-        if not run_image:
-            raise BuildError(
-                f"{args.ref} was built on a local base, which cannot be pulled by its name; "
-                "give --run-image"
+    found = open_index(args.ref, store, options=_options())
+    # An index is rebased platform by platform, in its order; one image on its own.
+    platforms = [p for p, _ in index_platforms(found[0])] if found else [_configured_platform()]
+    if not platforms:
+        raise BuildError(f"{args.ref} is an image index without any platform's image")
+    images = []
+    for platform in platforms:
+        with _open(args.ref, store, platform) as source:
+            run_image = args.run_image or rebase.recorded_run_image(source)
+            if not run_image:
+                raise BuildError(
+                    f"{args.ref} was built on a local base, which cannot be pulled by its name; "
+                    "give --run-image"
+                )
+            if found is not None and not images:
+                offered = _base_platforms(run_image, store)
+                if offered is not None:
+                    rebase.check_platforms(args.ref, run_image, platforms, offered)
+            new_base = open_image(
+                run_image,
+                source.platform,
+                store,
+                options=_options(),
+                pull_policy="always",
+                transfers=Transfers(_stderr),
+                debian_mirror=build_config.environment_settings().get("debian-mirror"),
             )
-        platform = Platform(
-            source.config.get("os", "linux"), source.config.get("architecture", "amd64")
-        )
-        new_base = open_image(
-            run_image,
-            platform,
-            store,
-            options=_options(),
-            pull_policy="always",
-            transfers=Transfers(_stderr),
-            debian_mirror=build_config.environment_settings().get("debian-mirror"),
-        )
 
-        def described(i: int) -> Layer:
-            descriptor = source.layer_descriptors[i]
-            return Layer(descriptor, source.diff_ids[i], store.path(descriptor.digest))
+            def described(i: int, source: ImageSource = source) -> Layer:
+                descriptor = source.layer_descriptors[i]
+                return Layer(descriptor, source.diff_ids[i], store.path(descriptor.digest))
 
-        # Pushing back to the registry the image came from needs none of its layers here.
-        layer = described if output is None else source.layer
-        image = rebase.rebase(source, new_base, layer, args.force)
-        name = source.name or args.ref
+            # Pushing back to the registry the image came from needs none of its layers here.
+            layer = described if output is None else source.layer
+            images.append(rebase.rebase(source, new_base, layer, args.force))
+            name = source.name or args.ref
+    annotations = (found[0].get("annotations") or {}) if found else {}
+    artifact = Index(tuple(images), name, annotations) if found else images[0]
+    sinks: list[Sink] = []
     if output is not None:
-        write_archive(image, output, name, build_config.source_date_epoch())
-        print(f"Archive: {output}")
+        sinks.append(ArchiveSink(output, name, build_config.source_date_epoch()))
     if args.publish:
-        target = Reference.parse(args.ref)
         mounts = [] if run_image.startswith(TRANSPORTS) else [Reference.parse(run_image)]
-        registry.push(image, [target], _options(), Transfers(_stderr), mounts)
-        print(f"Pushed {target.registry}/{target.repository}:{target.identifier}@{image.digest()}")
-    print(f"Rebased {args.ref} onto {run_image}: {image.digest()}")
+        sinks.append(RegistrySink([Reference.parse(args.ref)], _options(), mounts))
+    for sink in sinks:
+        sink.write(artifact, print)
+    print(f"Rebased {args.ref} onto {run_image}: {artifact.digest()}")
     return 0
 
 
@@ -298,6 +366,9 @@ def parser() -> argparse.ArgumentParser:
     )
     inspect_cmd.add_argument("ref", help=ref_help)
     inspect_cmd.add_argument("--json", action="store_true", help="print JSON")
+    inspect_cmd.add_argument(
+        "--platform", help="of an image index, the image of this os/arch[/variant]"
+    )
     inspect_cmd.set_defaults(func=cmd_inspect)
 
     sbom_cmd = sub.add_parser(
@@ -306,6 +377,11 @@ def parser() -> argparse.ArgumentParser:
     sbom_cmd.add_argument("ref", help=ref_help)
     sbom_cmd.add_argument(
         "-o", "--output", default=".", help="directory to write into (default: .)"
+    )
+    sbom_cmd.add_argument(
+        "--platform",
+        help="of an image index, only this os/arch[/variant]'s SBOM, in DIR itself "
+        "(default: every platform's, in DIR/OS-ARCH[-VARIANT])",
     )
     sbom_cmd.set_defaults(func=cmd_sbom)
 

@@ -1,5 +1,6 @@
 """What a finished image says about itself, from its manifest, config and labels only:
-run image, Python, buildpacks, processes, layers with sizes and origins, the SBOM's layer."""
+run image, Python, buildpacks, processes, layers with sizes and origins, the SBOM's layer;
+and of an image index, the platforms it serves."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Any
 
 from buildpacks import cnb
 from buildpacks.errors import BuildError
-from buildpacks.oci.model import ImageSource
+from buildpacks.oci.manifest import index_platforms
+from buildpacks.oci.model import OCI_INDEX, ImageSource
 from buildpacks.progress import human
 
 
@@ -115,3 +117,30 @@ def render(report: dict[str, Any]) -> str:
         else "SBOM:      none"
     )
     return "\n".join(lines)
+
+
+def inspect_index(reference: str, index: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The inspection report of an image index: its platforms and their manifests."""
+    return {
+        "reference": reference,
+        "digest": digest,
+        "mediaType": index.get("mediaType", OCI_INDEX),
+        "platforms": [
+            {"platform": str(platform), "digest": d.digest, "size": d.size}
+            for platform, d in index_platforms(index)
+        ],
+    }
+
+
+def render_index(report: dict[str, Any]) -> str:
+    """The index report as text for a terminal."""
+    width = max((len(p["platform"]) for p in report["platforms"]), default=0)
+    return "\n".join(
+        [
+            f"Index:     {report['reference']}",
+            f"Digest:    {report['digest']}",
+            "Platforms:",
+            *(f"  {p['platform']:<{width}}  {p['digest']}" for p in report["platforms"]),
+            f"`buildpacks inspect {report['reference']} --platform PLATFORM` shows one",
+        ]
+    )

@@ -59,11 +59,9 @@ def build_image(
         built = build.build(config, plan, wheel, run_image, store, work, log, reusable)
         log("===> EXPORTING")
         image = export.assemble(config, plan, run_image, built, store)
-        archive = export.write(config, image, writer, log)
-    if config.daemon:
-        export.to_daemon(archive, log)
-    if config.publish:
-        export.publish(config, image, archive, log)
-    if config.cache_image:
-        export.publish_cache(config, built, log)
-    return BuildResult(config.image, image.digest(), archive, config.platform)
+        cache = export.cache_image(config.platform, built) if config.cache_image else None
+        for sink, artifact in export.outputs(config, image, cache, writer):
+            sink.write(artifact, log)
+    log(f"Image: {config.image}")
+    log(f"Digest: {image.digest()}")
+    return BuildResult(config.image, image.digest(), export.archive_path(config), config.platform)

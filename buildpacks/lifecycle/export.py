@@ -1,5 +1,6 @@
 """export: place the buildpacks' layers on the run image, write the image config (entry
-point, environment, non-root user, labels) and hand the image to its target (an archive)."""
+point, environment, non-root user, labels), and name the sinks the image (or the index of
+every platform's image) goes to: the archive, the daemon, the registry, the cache image."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import dataclasses
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,14 +34,14 @@ from buildpacks.builtin import (
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
-from buildpacks.oci import daemon
-from buildpacks.oci.archive import ArchiveWriter, archive_digest
+from buildpacks.oci.archive import ArchiveSink, ArchiveWriter
 from buildpacks.oci.blobs import BlobStore, file_digest, write_atomic
+from buildpacks.oci.daemon import DaemonSink
 from buildpacks.oci.layer import TreeMapping, write_layer
-from buildpacks.oci.model import Image, Layer
+from buildpacks.oci.model import Artifact, Image, Layer, Platform
 from buildpacks.oci.reference import Reference
+from buildpacks.oci.sink import Sink
 from buildpacks.oci.source import TRANSPORTS
-from buildpacks.progress import Transfers
 
 USER = "{}:{}".format(*IMAGE_USER)
 # The user's home, which a base has no passwd entry for; in the config layer, owned by it.
@@ -394,8 +395,9 @@ def archive_path(config: BuildConfig) -> Path:
 
 @contextmanager
 def archive_writer(config: BuildConfig, run_image: Image) -> Iterator[ArchiveWriter]:
-    """The archive of this build, begun now with the run image's layers; removed on exit
-    unless ``write`` finished it."""
+    """The archive of this build, begun now with the run image's layers (for several
+    platforms, the first platform's run image); removed on exit unless its sink finished
+    it."""
     writer = ArchiveWriter(archive_path(config), config.source_date_epoch)
     try:
         writer.start(run_image.layers)
@@ -404,64 +406,55 @@ def archive_writer(config: BuildConfig, run_image: Image) -> Iterator[ArchiveWri
         writer.discard()
 
 
-def write(
-    config: BuildConfig, image: Image, writer: ArchiveWriter, log: Callable[[str], None]
-) -> Path:
-    """Finish the image archive in the output directory (unless the one there already holds
-    this image) and report reference and digest."""
-    path = archive_path(config)
-    if archive_digest(path) == image.digest():
-        log(f"Archive unchanged: {path.name}")
-    else:
-        writer.finish(image, config.image)
-    log(f"Image: {config.image}")
-    log(f"Digest: {image.digest()}")
-    log(f"Archive: {path}")
-    return path
-
-
-def publish(config: BuildConfig, image: Image, archive: Path, log: Callable[[str], None]) -> str:
-    """Push the image as ``image`` and every entry of ``tags``; write its digest beside the
-    archive (``<archive>.digest``) for scripts."""
-    targets = [Reference.parse(config.image), *(Reference.parse(tag) for tag in config.tags)]
-    base = [] if config.base_image.startswith(TRANSPORTS) else [Reference.parse(config.base_image)]
-    from buildpacks.oci import registry  # httpx loads only when a registry is used
-
-    digest = registry.push(image, targets, registry_options(config), Transfers(log), base)
-    write_atomic(archive.with_name(archive.name + ".digest"), digest + "\n")
-    for target in targets:
-        log(f"Pushed {target.registry}/{target.repository}:{target.tag}@{digest}")
-    return digest
-
-
-def publish_cache(config: BuildConfig, ctx: BuildContext, log: Callable[[str], None]) -> None:
-    """Push the cacheable layers as the cache image, for builders that share no disk."""
-    assert config.cache_image
+def cache_image(platform: Platform, ctx: BuildContext) -> Image:
+    """The cacheable layers of one platform's build, as an image for ``cache-image``. A build
+    for several platforms pushes an index of these (``combine``), one image per platform,
+    under the one ``cache-image`` reference: restore opens it for each platform and gets
+    that platform's layers, as it picks a platform from any index, and a tag is never
+    shared by two platforms' caches that would overwrite each other."""
     cacheable = [r for r in ctx.layers if r.key]
     label = cnb.CacheMetadata([cnb.CachedLayer(r.key, r.layer.diff_id, r.extra) for r in cacheable])
-    image = Image(
-        {
-            "os": config.platform.os,
-            "architecture": config.platform.architecture,
-            "config": {"Labels": {cnb.CACHE: cnb.encode(label)}},
-            "rootfs": {"type": "layers", "diff_ids": [r.layer.diff_id for r in cacheable]},
-        },
-        [r.layer for r in cacheable],
-    )
-    mounts = [] if config.image.startswith(TRANSPORTS) else [Reference.parse(config.image)]
-    from buildpacks.oci import registry  # httpx loads only when a registry is used
-
-    digest = registry.push(
-        image,
-        [Reference.parse(config.cache_image)],
-        registry_options(config),
-        Transfers(log),
-        mounts,
-    )
-    log(f"Cache image {config.cache_image}@{digest}")
+    image_config: dict[str, Any] = {
+        "os": platform.os,
+        "architecture": platform.architecture,
+        "config": {"Labels": {cnb.CACHE: cnb.encode(label)}},
+        "rootfs": {"type": "layers", "diff_ids": [r.layer.diff_id for r in cacheable]},
+    }
+    if platform.variant:
+        image_config["variant"] = platform.variant
+    return Image(image_config, [r.layer for r in cacheable])
 
 
-def to_daemon(archive: Path, log: Callable[[str], None]) -> None:
-    """Load the image into the Docker Engine API at ``DOCKER_HOST``."""
-    for tag in daemon.load(archive):
-        log(f"Loaded into the daemon: {tag}")
+def outputs(
+    config: BuildConfig,
+    artifact: Artifact,
+    cache: Artifact | None,
+    writer: ArchiveWriter | None,
+) -> list[tuple[Sink, Artifact]]:
+    """Where a build's image (or index) goes, in order, each through the one sink protocol:
+    the archive in the output directory always (finishing ``writer``); the daemon
+    (``daemon``), which loads that archive; the registry (``publish``: the image reference
+    and ``tags``, the digest written beside the archive); and ``cache`` to ``cache-image``."""
+    archive = archive_path(config)
+    sinks: list[tuple[Sink, Artifact]] = [
+        (ArchiveSink(archive, config.image, config.source_date_epoch, writer), artifact)
+    ]
+    if config.daemon:
+        sinks.append((DaemonSink(config.image, config.source_date_epoch, archive), artifact))
+    if config.publish or (config.cache_image and cache is not None):
+        from buildpacks.oci.registry import RegistrySink  # httpx loads only when pushing
+
+        options = registry_options(config)
+        if config.publish:
+            targets = [Reference.parse(config.image), *map(Reference.parse, config.tags)]
+            bases = [] if config.base_image.startswith(TRANSPORTS) else [config.base_image]
+            digest_file = archive.with_name(archive.name + ".digest")
+            sink = RegistrySink(targets, options, [*map(Reference.parse, bases)], digest_file)
+            sinks.append((sink, artifact))
+        if config.cache_image and cache is not None:
+            mounts = [] if config.image.startswith(TRANSPORTS) else [Reference.parse(config.image)]
+            sink = RegistrySink(
+                [Reference.parse(config.cache_image)], options, mounts, verb="Cache image"
+            )
+            sinks.append((sink, cache))
+    return sinks

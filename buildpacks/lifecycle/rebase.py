@@ -3,19 +3,21 @@
 The layers above the old run image's top layer (per the lifecycle label) are kept as they
 are, digests included; only the config and the manifest are new. Refused, unless forced,
 when the new run image is for another OS or architecture, or lacks the interpreter the
-image's virtual environment points at (another Python minor version breaks the venv)."""
+image's virtual environment points at (another Python minor version breaks the venv). An
+image index is rebased manifest by manifest, each onto the new run image's manifest for the
+same os/architecture/variant; refused outright when the new run image lacks a platform."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from buildpacks import cnb
 from buildpacks.builtin.runtime import inspect_run_image
 from buildpacks.errors import BuildError
 from buildpacks.inspect import lifecycle_metadata
-from buildpacks.oci.model import Image, ImageSource, Layer
+from buildpacks.oci.model import Image, ImageSource, Layer, Platform
 from buildpacks.oci.source import TRANSPORTS
 
 BASE_LABELS = "io.buildpacks.base."
@@ -28,6 +30,19 @@ def recorded_run_image(source: ImageSource) -> str | None:
     name = lifecycle_metadata(source).run_image.image
     registry_base = cnb.image_labels(source.config).get(OCI + "base.name")
     return name if name and name == registry_base else None
+
+
+def check_platforms(
+    reference: str, run_image: str, wanted: Sequence[Platform], offered: Sequence[Platform]
+) -> None:
+    """Refuse the rebase of an index whose platforms the new run image does not all serve
+    (no ``--force``: a platform without a base has nothing to be rebased onto)."""
+    missing = [p for p in wanted if not any(p.matches(o.to_json()) for o in offered)]
+    if missing:
+        raise BuildError(
+            f"rebase of {reference} refused: the new run image {run_image} has no image for "
+            f"{', '.join(map(str, missing))} (it has: {', '.join(map(str, offered)) or 'none'})"
+        )
 
 
 def check_compatible(source: ImageSource, new_base: Image, force: bool) -> list[str]:

@@ -1,6 +1,11 @@
 """The archive backend: one tar that is both an OCI image layout and a Docker archive
 (a ``manifest.json`` beside ``index.json``), so ``podman load`` and ``docker load`` both take
-it; and reading plain ``docker save`` archives (``docker-archive:PATH``)."""
+it; and reading plain ``docker save`` archives (``docker-archive:PATH``).
+
+An image index goes in as OCI tools nest one: ``index.json`` names the index (a blob, so
+the archive keeps the index's digest), which names every platform's manifest. ``docker
+load`` cannot load an index; the ``manifest.json`` beside it names the image of this
+machine's platform (else the first), which is the one it loads."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import shutil
 import tarfile
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -20,26 +26,64 @@ from buildpacks.oci.blobs import CHUNK, BlobStore, claimed, no_space, remove_sta
 from buildpacks.oci.layer import open_layer
 from buildpacks.oci.layout import REF_NAME, blob_name
 from buildpacks.oci.model import (
+    OCI_INDEX,
     OCI_LAYER,
     OCI_LAYER_GZIP,
     OCI_LAYER_ZSTD,
     OCI_MANIFEST,
+    Artifact,
     Descriptor,
     Image,
+    Index,
     Layer,
     canonical_json,
+    images_of,
 )
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def write_archive(image: Image, path: Path, reference: str, mtime: int) -> None:
-    """Write the image as an archive at ``path``, atomically: a failure leaves no file."""
+def write_archive(artifact: Artifact, path: Path, reference: str, mtime: int) -> None:
+    """Write an image or index as an archive at ``path``, atomically: a failure leaves no
+    file."""
     writer = ArchiveWriter(path, mtime)
     try:
-        writer.finish(image, reference)
+        writer.finish(artifact, reference)
     finally:
         writer.discard()
+
+
+def _layers(artifact: Artifact) -> list[Layer]:
+    """Every layer blob of an image or index once, in the order the archive holds them: each
+    image's layers, image after image."""
+    unique = {layer.digest: layer for image in images_of(artifact) for layer in image.layers}
+    order = dict.fromkeys(layer.digest for image in images_of(artifact) for layer in image.layers)
+    return [unique[digest] for digest in order]
+
+
+class ArchiveSink:
+    """The ``dist/*.tar`` of a build: written unless the archive there already holds the
+    artifact. ``writer``: the archive begun while the buildpacks ran (``ArchiveWriter.start``);
+    without one, a writer is made here."""
+
+    def __init__(
+        self, path: Path, reference: str, mtime: int, writer: ArchiveWriter | None = None
+    ) -> None:
+        self.path = path
+        self.reference = reference
+        self.mtime = mtime
+        self.writer = writer
+
+    def write(self, artifact: Artifact, log: Callable[[str], None]) -> str:
+        digest = artifact.digest()
+        if archive_digest(self.path) == digest:
+            log(f"Archive unchanged: {self.path.name}")
+        elif self.writer is None:
+            write_archive(artifact, self.path, self.reference, self.mtime)
+        else:
+            self.writer.finish(artifact, self.reference)
+        log(f"Archive: {self.path}")
+        return digest
 
 
 def _umask() -> int:
@@ -52,11 +96,13 @@ def _umask() -> int:
 class ArchiveWriter:
     """An archive written in two steps, so that a build can copy the run image's layers (the
     bulk of the bytes) in a thread while its buildpacks run: ``start`` with the layers known
-    first, ``finish`` with the whole image. The bytes do not depend on the split: entries go
-    in one order, ``oci-layout``, the layers in manifest order, config, manifest, then
-    ``index.json`` and ``manifest.json``. Written to a temp file beside ``path``, renamed
-    into place by ``finish``; ``discard`` removes what is left of an unfinished one, and
-    the next writer of ``path`` what is left by one that was killed (its lock is free)."""
+    first, ``finish`` with the whole image or index. The bytes do not depend on the split:
+    entries go in one order, ``oci-layout``, the layers in manifest order (image after image
+    for an index), each image's config and manifest, the index's JSON, then ``index.json``
+    and ``manifest.json``; for an index, ``start`` takes its first image's first layers.
+    Written to a temp file beside ``path``, renamed into place by ``finish``; ``discard``
+    removes what is left of an unfinished one, and the next writer of ``path`` what is left
+    by one that was killed (its lock is free)."""
 
     def __init__(self, path: Path, mtime: int) -> None:
         self.path = path
@@ -99,56 +145,58 @@ class ArchiveWriter:
                 self.tar.add(blob_name(layer.digest), layer.path)
                 self.written.append(layer.digest)
 
-    def finish(self, image: Image, reference: str) -> None:
-        """Write the rest of ``image`` and put the archive in place."""
+    def finish(self, artifact: Artifact, reference: str) -> None:
+        """Write the rest of the image or index and put the archive in place."""
         try:
-            self._finish(image, reference)
+            self._finish(artifact, reference)
         except OSError as e:
             raise no_space(e, self.path) or e from None
 
-    def _finish(self, image: Image, reference: str) -> None:
+    def _finish(self, artifact: Artifact, reference: str) -> None:
         self._join()
         if self.error is not None:
             raise self.error
-        if (
-            self.written
-            != list(dict.fromkeys(layer.digest for layer in image.layers))[: len(self.written)]
-        ):
+        layers = _layers(artifact)
+        if self.written != [layer.digest for layer in layers][: len(self.written)]:
             raise ValueError("the archive was started with layers the image does not begin with")
-        manifest = image.manifest_bytes()
-        digest = image.digest()
-        config = image.config_bytes()
-        config_digest = image.config_descriptor().digest
+        self._layers(layers)
+        for image in images_of(artifact):
+            self._blob(image.config_descriptor().digest, image.config_bytes())
+            self._blob(image.digest(), image.manifest_bytes())
+        top = artifact.manifest_bytes()
+        self._blob(artifact.digest(), top)
         repo_tag = reference.removeprefix("docker.io/library/")
         index = {
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "mediaType": OCI_INDEX,
             "manifests": [
                 {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": digest,
-                    "size": len(manifest),
+                    "mediaType": OCI_INDEX if isinstance(artifact, Index) else OCI_MANIFEST,
+                    "digest": artifact.digest(),
+                    "size": len(top),
                     "annotations": {REF_NAME: repo_tag, "io.containerd.image.name": reference},
                 }
             ],
         }
+        loaded = artifact.host_image() if isinstance(artifact, Index) else artifact
         docker_manifest = [
             {
-                "Config": blob_name(config_digest),
+                "Config": blob_name(loaded.config_descriptor().digest),
                 "RepoTags": [repo_tag],
-                "Layers": [blob_name(layer.digest) for layer in image.layers],
+                "Layers": [blob_name(layer.digest) for layer in loaded.layers],
             }
         ]
-        self._layers(image.layers)
-        for blob_digest, content in ((config_digest, config), (digest, manifest)):
-            if blob_digest not in self.written:
-                self.tar.add(blob_name(blob_digest), content)
         self.tar.add("index.json", canonical_json(index))
         self.tar.add("manifest.json", canonical_json(docker_manifest))
         self.tar.close()
         self.file.close()
         os.replace(self.temp, self.path)
         self.done = True
+
+    def _blob(self, digest: str, content: bytes) -> None:
+        if digest not in self.written:
+            self.tar.add(blob_name(digest), content)
+            self.written.append(digest)
 
     def discard(self) -> None:
         """Remove the temp file of an archive not finished (nothing once it is)."""
@@ -214,7 +262,8 @@ def _copy(source: BinaryIO, target: BinaryIO, size: int) -> None:
 
 
 def archive_digest(path: Path) -> str | None:
-    """The image digest an archive of ours holds, or None (no file, another kind of file)."""
+    """The digest of the image or index an archive of ours holds, or None (no file, another
+    kind of file)."""
     try:
         with tarfile.open(path) as tar:
             index = tar.extractfile("index.json")

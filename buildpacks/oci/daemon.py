@@ -1,6 +1,7 @@
 """The daemon backend: loading an image archive into a Docker Engine API (Docker, or
 podman's compatible service) named by ``DOCKER_HOST``, with the ``docker`` SDK; and reading a
-previous image back from it (labels, and single layers when a build reuses them)."""
+previous image back from it (labels, and single layers when a build reuses them). A daemon
+holds one image per name, so of an index it gets the image of this machine's platform."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from buildpacks.errors import BuildError
+from buildpacks.oci.archive import archive_digest, write_archive
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import compress
-from buildpacks.oci.model import Layer
+from buildpacks.oci.model import Artifact, Index, Layer
 
 
 def _where() -> str:
@@ -53,6 +56,31 @@ def load(archive: Path) -> list[str]:
         if "Loaded image" in stream:
             tags.append(stream.split(":", 1)[1].strip())
     return tags
+
+
+class DaemonSink:
+    """Loads the image (of an index, the host platform's) into the daemon under
+    ``reference``. ``archive``: an archive already written that may hold the artifact (the
+    build's ``dist/*.tar``, whose ``manifest.json`` names the host image), loaded as it is;
+    otherwise a temporary archive of the image is written and loaded."""
+
+    def __init__(self, reference: str, mtime: int, archive: Path | None = None) -> None:
+        self.reference = reference
+        self.mtime = mtime
+        self.archive = archive
+
+    def write(self, artifact: Artifact, log: Callable[[str], None]) -> str:
+        image = artifact.host_image() if isinstance(artifact, Index) else artifact
+        if self.archive is not None and archive_digest(self.archive) == artifact.digest():
+            tags = load(self.archive)
+        else:
+            with tempfile.TemporaryDirectory(prefix="buildpacks-daemon-") as tmp:
+                archive = Path(tmp) / "image.tar"
+                write_archive(image, archive, self.reference, self.mtime)
+                tags = load(archive)
+        for tag in tags:
+            log(f"Loaded into the daemon: {tag} ({image.platform})")
+        return image.digest()
 
 
 def image_labels(reference: str) -> dict[str, str] | None:

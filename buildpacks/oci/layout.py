@@ -8,12 +8,19 @@ import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.manifest import select_platform, source_from_manifest
-from buildpacks.oci.model import INDEX_TYPES, Descriptor, Image, ImageSource, Platform
+from buildpacks.oci.model import (
+    INDEX_TYPES,
+    Descriptor,
+    Image,
+    ImageSource,
+    Platform,
+    sha256_digest,
+)
 
 REF_NAME = "org.opencontainers.image.ref.name"
 DAMAGED = "the archive is truncated or damaged"
@@ -93,7 +100,8 @@ def _index(data: bytes, what: str) -> dict:
     return index
 
 
-def _pick(index: dict, tag: str | None, platform: Platform, what: str) -> Descriptor:
+def _named(index: dict, tag: str | None, what: str) -> list[dict]:
+    """The entries of ``index.json`` named ``tag`` (all of them without a tag)."""
     manifests = index.get("manifests", [])
     if tag is not None:
         named = [m for m in manifests if (m.get("annotations") or {}).get(REF_NAME) in (tag,)]
@@ -105,11 +113,38 @@ def _pick(index: dict, tag: str | None, platform: Platform, what: str) -> Descri
                 f"{what}: no image tagged {tag!r} (tags: {', '.join(names) or 'none'})"
             )
         manifests = named
+    return manifests
+
+
+def _pick(index: dict, tag: str | None, platform: Platform, what: str) -> Descriptor:
+    manifests = _named(index, tag, what)
     if len(manifests) == 1:
         return Descriptor.from_json(manifests[0])
     if any("platform" in m for m in manifests):
         return select_platform({"manifests": manifests}, platform, what)
     raise BuildError(f"{what}: holds {len(manifests)} images; name one with :TAG")
+
+
+def layout_index(
+    source: Path, tag: str | None, store: BlobStore, what: str
+) -> tuple[dict[str, Any], str] | None:
+    """The image index a layout directory or archive holds (under ``tag``), and its digest;
+    None when it holds one image. An ``index.json`` listing images of several platforms
+    (as ``podman manifest push`` to an ``oci:`` layout writes it) is the index itself."""
+    if not source.exists():
+        raise BuildError(f"{what}: {source} does not exist")
+    with _layout_opener(source) as opener:
+        data = _read(opener, "index.json", what)
+        manifests = _named(_index(data, what), tag, what)
+        if len(manifests) == 1:
+            desc = Descriptor.from_json(manifests[0])
+            if desc.media_type not in INDEX_TYPES:
+                return None
+            _copy_blob(opener, store, desc, what)
+            return json.loads(store.path(desc.digest).read_bytes()), desc.digest
+        if any("platform" in m for m in manifests):
+            return {**json.loads(data), "manifests": manifests}, sha256_digest(data)
+        return None
 
 
 @contextmanager

@@ -13,20 +13,25 @@ from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import Descriptor, Image, ImageSource, Platform
 
 
-def select_platform(index: dict[str, Any], platform: Platform, what: str) -> Descriptor:
-    """The manifest of an index that serves ``platform``."""
-    offered = []
+def index_platforms(index: dict[str, Any]) -> list[tuple[Platform, Descriptor]]:
+    """The platforms an index serves, in its order, with their manifests; entries that are
+    no platform's image (``unknown/unknown``: build attestations) are left out."""
+    out = []
     for entry in index.get("manifests", []):
         spec = entry.get("platform") or {}
-        if platform.matches(spec):
+        if spec.get("os") and spec.get("os") != "unknown" and spec.get("architecture"):
+            platform = Platform(spec["os"], spec["architecture"], spec.get("variant"))
+            out.append((platform, Descriptor.from_json(entry)))
+    return out
+
+
+def select_platform(index: dict[str, Any], platform: Platform, what: str) -> Descriptor:
+    """The manifest of an index that serves ``platform``."""
+    for entry in index.get("manifests", []):
+        if platform.matches(entry.get("platform") or {}):
             return Descriptor.from_json(entry)
-        if spec.get("os") and spec.get("os") != "unknown":
-            offered.append(
-                "/".join(
-                    filter(None, (spec.get("os"), spec.get("architecture"), spec.get("variant")))
-                )
-            )
-    raise BuildError(f"{what} has no image for {platform} (it has: {', '.join(offered) or 'none'})")
+    offered = ", ".join(str(p) for p, _ in index_platforms(index)) or "none"
+    raise BuildError(f"{what} has no image for {platform} (it has: {offered})")
 
 
 def source_from_manifest(

@@ -1,12 +1,13 @@
-"""Plain data for OCI images: descriptors, platforms, layers and images."""
+"""Plain data for OCI images: descriptors, platforms, layers, images and image indexes."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from platform import machine as host_machine
 from typing import Any
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -48,8 +49,23 @@ class Platform:
             raise ValueError(f"not a platform: {text!r} (expected os/arch, e.g. linux/amd64)")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
+    @classmethod
+    def host(cls) -> Platform:
+        """The platform of this machine, as ``docker build`` names it (``linux/arm64/v8`` on
+        an ARM machine): the image of an index that ``docker load`` and a daemon get."""
+        machine = host_machine().lower()
+        architecture = _ARCHITECTURES.get(machine, machine)
+        return cls("linux", architecture, "v8" if architecture == "arm64" else None)
+
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def to_json(self) -> dict[str, str]:
+        """The ``platform`` object of an index entry."""
+        out = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            out["variant"] = self.variant
+        return out
 
     def matches(self, spec: dict[str, Any]) -> bool:
         """Whether an index entry's ``platform`` object describes this platform."""
@@ -66,6 +82,10 @@ class Platform:
         return {"amd64": "x86_64", "arm64": "aarch64", "386": "i686"}.get(
             self.architecture, self.architecture
         )
+
+
+# Machine names (``uname -m``) of the hosts images are built on, by their OCI architecture.
+_ARCHITECTURES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,10 @@ class ImageSource:
     def diff_ids(self) -> list[str]:
         return list(self.config.get("rootfs", {}).get("diff_ids", []))
 
+    @property
+    def platform(self) -> Platform:
+        return _config_platform(self.config)
+
     def layer(self, index: int) -> Layer:
         descriptor = self.layer_descriptors[index]
         return Layer(descriptor, self.diff_ids[index], self.fetch(descriptor))
@@ -174,11 +198,89 @@ class Image:
 
     @property
     def platform(self) -> Platform:
-        return Platform(
-            self.config.get("os", "linux"),
-            self.config.get("architecture", "amd64"),
-            self.config.get("variant"),
-        )
+        return _config_platform(self.config)
+
+
+def _config_platform(config: dict[str, Any]) -> Platform:
+    """The platform an image config names."""
+    return Platform(
+        config.get("os", "linux"), config.get("architecture", "amd64"), config.get("variant")
+    )
+
+
+@dataclass(frozen=True)
+class Index:
+    """An OCI image index: one image per platform, in the order given (which is the order of
+    the index's entries, so the same images give the same digest)."""
+
+    images: tuple[Image, ...]
+    reference: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            raise ValueError("an image index needs at least one image")
+        platforms = [str(image.platform) for image in self.images]
+        twice = sorted({p for p in platforms if platforms.count(p) > 1})
+        if twice:
+            raise ValueError(f"an image index holds one image per platform; twice: {twice}")
+
+    @property
+    def platforms(self) -> tuple[Platform, ...]:
+        return tuple(image.platform for image in self.images)
+
+    def descriptors(self) -> list[Descriptor]:
+        """The index's entries, without their platforms: one per image."""
+        return [
+            Descriptor(OCI_MANIFEST, image.digest(), len(image.manifest_bytes()))
+            for image in self.images
+        ]
+
+    def manifest(self) -> dict[str, Any]:
+        manifests = [
+            {**descriptor.to_json(), "platform": image.platform.to_json()}
+            for descriptor, image in zip(self.descriptors(), self.images, strict=True)
+        ]
+        index: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": manifests,
+        }
+        if self.annotations:
+            index["annotations"] = dict(self.annotations)
+        return index
+
+    def manifest_bytes(self) -> bytes:
+        return canonical_json(self.manifest())
+
+    def digest(self) -> str:
+        """The index's digest: that of its JSON."""
+        return sha256_digest(self.manifest_bytes())
+
+    def image_for(self, platform: Platform) -> Image | None:
+        """The image serving ``platform`` (a missing variant on either side matches)."""
+        return next((i for i in self.images if platform.matches(i.platform.to_json())), None)
+
+    def host_image(self) -> Image:
+        """The image for this machine's platform, else the first: what ``docker load`` (which
+        cannot load an index) and a daemon get."""
+        return self.image_for(Platform.host()) or self.images[0]
+
+
+Artifact = Image | Index
+
+
+def images_of(artifact: Artifact) -> tuple[Image, ...]:
+    """The images of an index, or the image itself."""
+    return artifact.images if isinstance(artifact, Index) else (artifact,)
+
+
+def combine(images: Sequence[Image], reference: str = "") -> Artifact:
+    """What a build for these platforms gives: one image for one platform (so a single
+    platform's digest is the image's, as before indexes), else an index of them."""
+    if len(images) == 1:
+        return images[0]
+    return Index(tuple(images), reference)
 
 
 @dataclass(frozen=True)

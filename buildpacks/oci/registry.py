@@ -24,7 +24,7 @@ import httpx
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.auth import Credentials, find_credentials
-from buildpacks.oci.blobs import CHUNK, BlobStore
+from buildpacks.oci.blobs import CHUNK, BlobStore, write_atomic
 from buildpacks.oci.manifest import select_platform, source_from_manifest
 from buildpacks.oci.model import (
     DOCKER_MANIFEST,
@@ -32,11 +32,14 @@ from buildpacks.oci.model import (
     INDEX_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
+    Artifact,
     Descriptor,
     Image,
     ImageSource,
+    Index,
     Platform,
     RegistryOptions,
+    images_of,
     sha256_digest,
 )
 from buildpacks.oci.reference import Reference
@@ -419,6 +422,18 @@ def registry_source(
         client.close()
 
 
+def registry_index(ref: Reference, options: RegistryOptions) -> tuple[dict, str] | None:
+    """The image index at ``ref`` and its digest; None when ``ref`` is one image."""
+    client = RegistryClient(ref, options)
+    try:
+        data, digest = client.manifest(ref.identifier)
+    finally:
+        client.close()
+    parsed = json.loads(data)
+    is_index = parsed.get("mediaType") in INDEX_TYPES or "manifests" in parsed
+    return (parsed, digest) if is_index else None
+
+
 def pull(
     ref: Reference,
     platform: Platform,
@@ -431,22 +446,27 @@ def pull(
         return source.image()
 
 
+def _blobs(image: Image) -> list[tuple[Descriptor, Path | bytes]]:
+    return [
+        *((layer.descriptor, layer.path) for layer in image.layers),
+        (image.config_descriptor(), image.config_bytes()),
+    ]
+
+
 def push(
-    image: Image,
+    artifact: Artifact,
     targets: list[Reference],
     options: RegistryOptions,
     transfers: Transfers,
     mount_sources: Sequence[Reference] = (),
 ) -> str:
-    """Push ``image`` under every target reference; returns the manifest digest."""
-    manifest = image.manifest_bytes()
-    config = image.config_bytes()
-    blobs: list[tuple[Descriptor, Path | bytes]] = [
-        (layer.descriptor, layer.path) for layer in image.layers
-    ]
-    blobs.append((image.config_descriptor(), config))
+    """Push an image or index under every target reference; returns its digest. Each
+    blob is asked for (HEAD) once per repository and uploaded only when missing there (a
+    layer several platforms share, once), or mounted from a repository of the same registry
+    that has it; an index's manifests go up by digest before the index."""
+    digest = artifact.digest()
+    index = isinstance(artifact, Index)
     pushed: list[Reference] = []
-    digest = image.digest()
     for ref in targets:
         client = RegistryClient(ref, options, actions="pull,push")
         try:
@@ -455,20 +475,67 @@ def push(
                 for r in [*pushed, *mount_sources]
                 if r.registry == ref.registry and r.repository != ref.repository
             ]
-            for descriptor, content in blobs:
-                if client.has_blob(descriptor.digest):
-                    continue
-                if any(
-                    client.mount(descriptor.digest, source) for source in dict.fromkeys(sources)
-                ):
-                    transfers.log(f"Mounted {descriptor.digest[:19]} from another repository")
-                    continue
-                with transfers.blob("Pushed", descriptor.digest[:19], descriptor.size) as advance:
-                    client.upload(descriptor.digest, descriptor.size, content, advance)
-            stored = client.put_manifest(ref.identifier, manifest, OCI_MANIFEST)
+            there: set[str] = set()
+            for image in images_of(artifact):
+                for descriptor, content in _blobs(image):
+                    if descriptor.digest in there:
+                        continue
+                    there.add(descriptor.digest)
+                    _put_blob(client, descriptor, content, sources, transfers)
+                if index:
+                    client.put_manifest(image.digest(), image.manifest_bytes(), OCI_MANIFEST)
+            stored = client.put_manifest(
+                ref.identifier, artifact.manifest_bytes(), OCI_INDEX if index else OCI_MANIFEST
+            )
             if stored != digest:
                 raise BuildError(f"pushed manifest digest {stored} differs from {digest}")
             pushed.append(ref)
         finally:
             client.close()
     return digest
+
+
+def _put_blob(
+    client: RegistryClient,
+    descriptor: Descriptor,
+    content: Path | bytes,
+    sources: list[str],
+    transfers: Transfers,
+) -> None:
+    """Make sure the registry has a blob: there already, mounted, else uploaded."""
+    if client.has_blob(descriptor.digest):
+        return
+    if any(client.mount(descriptor.digest, source) for source in dict.fromkeys(sources)):
+        transfers.log(f"Mounted {descriptor.digest[:19]} from another repository")
+        return
+    with transfers.blob("Pushed", descriptor.digest[:19], descriptor.size) as advance:
+        client.upload(descriptor.digest, descriptor.size, content, advance)
+
+
+class RegistrySink:
+    """Pushes to ``targets`` (the image reference and its tags), mounting blobs from
+    ``mount_sources`` (the base's repository) when the registry is the same; logs
+    ``<verb> REGISTRY/REPOSITORY:TAG@DIGEST`` per target, and writes the digest to
+    ``digest_file`` (beside the archive, for scripts) when given."""
+
+    def __init__(
+        self,
+        targets: list[Reference],
+        options: RegistryOptions,
+        mount_sources: Sequence[Reference] = (),
+        digest_file: Path | None = None,
+        verb: str = "Pushed",
+    ) -> None:
+        self.targets = targets
+        self.options = options
+        self.mount_sources = mount_sources
+        self.digest_file = digest_file
+        self.verb = verb
+
+    def write(self, artifact: Artifact, log: Callable[[str], None]) -> str:
+        digest = push(artifact, self.targets, self.options, Transfers(log), self.mount_sources)
+        if self.digest_file is not None:
+            write_atomic(self.digest_file, digest + "\n")
+        for target in self.targets:
+            log(f"{self.verb} {target.registry}/{target.repository}:{target.identifier}@{digest}")
+        return digest

@@ -9,11 +9,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from buildpacks.errors import BuildError
 from buildpacks.oci.archive import read_docker_archive
 from buildpacks.oci.blobs import BlobStore, write_atomic
-from buildpacks.oci.layout import layout_source, read_layout
+from buildpacks.oci.layout import layout_index, layout_source, read_layout
 from buildpacks.oci.manifest import image_from_manifest
 from buildpacks.oci.model import Image, ImageSource, Platform, RegistryOptions
 from buildpacks.oci.reference import Reference
@@ -134,6 +135,27 @@ def open_image(
     if image.platform.os != platform.os or image.platform.architecture != platform.architecture:
         raise BuildError(f"base image {spec} is for {image.platform}, the build targets {platform}")
     return image
+
+
+def open_index(
+    spec: str, store: BlobStore, *, options: RegistryOptions | None = None
+) -> tuple[dict[str, Any], str] | None:
+    """The image index ``spec`` names (parsed) and its digest, or None when it names one
+    image; for the commands that treat an index as a whole (inspect, sbom, rebase)."""
+    if spec.startswith("oci-layout:"):
+        path, tag = split_layout_spec(spec.removeprefix("oci-layout:"))
+        return layout_index(path, tag, store, spec)
+    if spec.startswith("oci-archive:"):
+        return layout_index(Path(spec.removeprefix("oci-archive:")).expanduser(), None, store, spec)
+    if spec.startswith(("docker-archive:", "debian-packages:")):
+        return None  # one image, or a recipe for any platform; open_source says which
+    try:
+        ref = Reference.parse(spec)
+    except ValueError as e:
+        raise BuildError(f"image {e}") from None
+    from buildpacks.oci.registry import registry_index  # httpx loads only when needed
+
+    return registry_index(ref, options or RegistryOptions())
 
 
 @contextmanager
