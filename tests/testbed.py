@@ -498,3 +498,23 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
     env.update(extra)
     return env
+
+
+class SigningKey:
+    """An OpenPGP key made for a test, as a private Debian mirror (aptly, reprepro) has one:
+    ``keyring`` is its public keyring file (binary, as ``gpg --export`` writes it), for
+    ``debian-keyring``."""
+
+    def __init__(self, directory: Path, name: str = "mirror") -> None:
+        import pysequoia
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self._tsk = pysequoia.Tsk.generate(f"Test {name} <{name}@example.invalid>")
+        self.keyring = directory / f"{name}.gpg"
+        self.keyring.write_bytes(bytes(self._tsk.extract_certificate()))
+
+    def clearsign(self, text: bytes) -> bytes:
+        """``text`` as an ``InRelease`` file signed with this key."""
+        import pysequoia
+
+        return pysequoia.sign(self._tsk.signer(), text, mode=pysequoia.SignatureMode.CLEAR)

@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildpacks.builtin import code_key
 from buildpacks.config import source_date_epoch
-from buildpacks.debian import SUITES, Suite, suite_of
+from buildpacks.debian import SUITES, Suite, check_architecture, suite_of
 from buildpacks.debian.archive import Deb, Fetcher, archives, fetch_debs, load_index
-from buildpacks.debian.ldcache import TRIPLETS, ld_so_cache
+from buildpacks.debian.ldcache import ld_so_cache
 from buildpacks.debian.resolve import Universe, resolve
 from buildpacks.debian.unpack import (
     LayerWriter,
@@ -99,12 +100,15 @@ def indexes(
     return Indexes(suite, architecture, tuple(digests), load)
 
 
-def code_digest() -> str:
-    """The digest of the code that turns packages into layers: part of every cache key."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()
+# The modules whose code turns packages into layers: named in every cache key (``code_key``).
+CODE = (
+    "buildpacks.debian",
+    "buildpacks.debian.archive",
+    "buildpacks.debian.assemble",
+    "buildpacks.debian.ldcache",
+    "buildpacks.debian.resolve",
+    "buildpacks.debian.unpack",
+)
 
 
 def _write_packages(
@@ -158,24 +162,22 @@ def assemble(
     mirror: str,
     pull_policy: str,
     log: Callable[[str], None],
+    keyring: Path | None = None,
 ) -> Image:
     """The run image ``debian-packages:SUITE`` names, for ``platform``, from the cache when
-    the verified indexes are unchanged."""
+    the verified indexes are unchanged; ``keyring``: the keys ``mirror`` signs with, if not
+    Debian's."""
     suite = suite_of(spec)
-    if platform.architecture not in TRIPLETS:
-        raise BuildError(
-            f"base image {spec}: platform {platform} is not supported; "
-            f"supported architectures: {', '.join(TRIPLETS)}"
-        )
+    check_architecture(platform, f"base image {spec}")
     cache_root = store.root.parent / "debian"
-    fetcher = Fetcher(mirror, log)
+    fetcher = Fetcher(mirror, log, keyring)
     try:
         found = indexes(suite, platform.architecture, mirror, cache_root, fetcher, pull_policy)
         roots = (*python_packages(suite), *BASE_PACKAGES)
         mtime = source_date_epoch()
         key = hashlib.sha256(
             json.dumps(
-                [suite.codename, str(platform), found.digests, roots, mtime, code_digest()]
+                [suite.codename, str(platform), found.digests, roots, mtime, code_key(*CODE)]
             ).encode()
         ).hexdigest()
         record = cache_root / "images" / f"{key}.json"
