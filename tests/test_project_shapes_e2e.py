@@ -114,12 +114,16 @@ def test_poetry_project_with_poetry_lock(session_dir, hatch_env, podman):
     }
 
 
-def test_requirements_app_with_a_procfile_and_no_pyproject(session_dir, hatch_env, podman):
+def test_requirements_app_with_a_procfile_and_no_pyproject(
+    session_dir, hatch_env, debootstrap_base, podman
+):
     project = copy_project("plain-app", session_dir / "plain-app")
     (project / ".env").write_text("SECRET=do-not-ship\n")
     (project / ".git").mkdir()
     (project / ".git" / "config").write_text("[core]\n")
-    result = testbed.cli("build", str(project), env=hatch_env)
+    # Its Procfile's $PORT needs a shell: built on the debootstrap base, which has one.
+    env = {**hatch_env, "BP_BASE_IMAGE": debootstrap_base}
+    result = testbed.cli("build", str(project), env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "Dependencies locked by requirements.txt" in out

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from buildpacks.oci.model import Platform
 
 TRANSPORT = "debian-packages:"
+# The label of an assembled base listing its packages (name, version, architecture, SHA-256).
+PACKAGES_LABEL = "io.python-buildpacks.debian.packages"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 _DPKG_RECORD = re.compile(r"^var/lib/dpkg/(status|status\.d/[^/]+)$")
 

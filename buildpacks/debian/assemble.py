@@ -18,7 +18,7 @@ from pathlib import Path
 
 from buildpacks.builtin import code_key
 from buildpacks.config import source_date_epoch
-from buildpacks.debian import SUITES, Suite, check_architecture, suite_of
+from buildpacks.debian import PACKAGES_LABEL, SUITES, Suite, check_architecture, suite_of
 from buildpacks.debian.archive import Deb, Fetcher, archives, fetch_debs, load_index
 from buildpacks.debian.ldcache import ld_so_cache
 from buildpacks.debian.resolve import Universe, resolve
@@ -33,7 +33,6 @@ from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore, write_atomic
 from buildpacks.oci.model import Descriptor, Image, Layer, Platform
 
-PACKAGES_LABEL = "io.python-buildpacks.debian.packages"
 IMAGE_UID = IMAGE_GID = 1000  # the user export runs the image as
 # The run image's packages besides the suite's Python.
 # libc-bin brings ldconfig, which ctypes.util.find_library runs to find C libraries.
@@ -140,6 +139,14 @@ def package_records(debs: Iterable[Deb]) -> list[dict[str, str]]:
     ]
 
 
+def _image(config: dict, layers: list[Layer]) -> Image:
+    """The assembled image, its manifest digest known as a pulled image's is (the
+    ``org.opencontainers.image.base.digest`` of images built on it)."""
+    image = Image(config, layers)
+    image.manifest_digest = image.digest()
+    return image
+
+
 def _cached(store: BlobStore, record: Path) -> Image | None:
     try:
         data = json.loads(record.read_text())
@@ -152,7 +159,7 @@ def _cached(store: BlobStore, record: Path) -> Image | None:
     if not all(store.has(layer.digest) for layer in layers):
         return None
     layers = [Layer(lay.descriptor, lay.diff_id, store.path(lay.digest)) for lay in layers]
-    return Image(data["config"], layers)
+    return _image(data["config"], layers)
 
 
 def assemble(
@@ -252,7 +259,7 @@ def assemble(
             }
         ),
     )
-    return Image(config, layers)
+    return _image(config, layers)
 
 
 def installed_packages(status: Mapping[str, bytes]) -> dict[str, str]:
