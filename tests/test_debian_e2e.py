@@ -41,9 +41,10 @@ def main() -> None:
 
 
 @pytest.fixture(scope="module")
-def debian_env(session_dir: Path) -> dict[str, str]:
-    """One cache for the module: the archive's indexes are fetched and parsed once."""
-    return testbed.clean_env(BP_CACHE_DIR=str(session_dir / "debian-cache"))
+def debian_env(session_dir: Path, debian_cache) -> dict[str, str]:
+    """One cache for the module, starting with the session's assembled base: the archive's
+    indexes are fetched and parsed once."""
+    return testbed.clean_env(BP_CACHE_DIR=testbed.seeded_cache(session_dir / "debian-cache"))
 
 
 def build(project: Path, env: dict[str, str], *flags: str):
