@@ -152,7 +152,8 @@ def test_config_command_shows_values_and_origins(session_dir, hatch_env):
     assert lines["pull-policy"].endswith("'never'  (BP_PULL_POLICY)")
     assert "(pyproject.toml [tool.buildpacks])" in lines["index-url"]
     assert "s3cret" not in result.stdout
-    assert lines["python-version"].endswith("'3.11'  (base image)")  # BP_BASE_IMAGE
+    # BP_BASE_IMAGE: the default base's suite decides.
+    assert lines["python-version"].endswith("'3.11'  (base image debian-packages:bookworm)")
 
 
 def test_setuptools_project_with_uv_build(session_dir, hatch_env):
