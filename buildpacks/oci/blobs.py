@@ -46,29 +46,15 @@ def claimed(
             fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
         else:
             fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+        # A sweeper may have taken the new file for stale between its creation and this
+        # lock (then it holds the lock until it has removed it): start again if it is gone.
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            # A sweeper may have taken the new file for stale between its creation and this
-            # lock (then it holds the lock until it has removed it): start again if it is gone.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.stat(name).st_ino == os.fstat(fd).st_ino:
-                    return fd, Path(name)
-            except FileNotFoundError:
-                pass
-        except BaseException:
-            # Interrupted (Ctrl-C) before the caller holds the file: nobody else would
-            # remove it.
-            os.close(fd)
-            _remove(Path(name))
-            raise
+            if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                return fd, Path(name)
+        except FileNotFoundError:
+            pass
         os.close(fd)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def remove_stale(directory: Path, pattern: str) -> None:
@@ -85,7 +71,10 @@ def remove_stale(directory: Path, pattern: str) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _remove(path)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         except OSError:
             pass  # locked: its maker is still running
         finally:
