@@ -43,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bp-corpus-bench-"))
     try:
-        base = testbed.base_image()
+        base = testbed.debootstrap_base()
         wheelhouse = testbed.build_wheelhouse(work / "wheelhouse")
         print("| project | backend | route | cold | warm |\n|---|---|---|---|---|")
         for name in args.names or CASES:

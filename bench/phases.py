@@ -88,7 +88,7 @@ def main() -> int:
             testbed.clean_env(
                 **testbed.plugin_env(testbed.build_wheelhouse(work / "plugin")),
                 HATCH_DATA_DIR=str(work / "hatch"),
-                BP_BASE_IMAGE=testbed.base_image(),
+                BP_BASE_IMAGE=testbed.debootstrap_base(),
                 BP_CACHE_DIR=str(work / "cache"),
             )
         )

@@ -270,6 +270,7 @@ def cmd_rebase(args: argparse.Namespace) -> int:
     platforms = [p for p, _ in index_platforms(found[0])] if found else [_configured_platform()]
     if not platforms:
         raise BuildError(f"{args.ref} is an image index without any platform's image")
+    settings = build_config.environment_settings()
     images = []
     for platform in platforms:
         with _open(args.ref, store, platform) as source:
@@ -290,7 +291,8 @@ def cmd_rebase(args: argparse.Namespace) -> int:
                 options=_options(),
                 pull_policy="always",
                 transfers=Transfers(_stderr),
-                debian_mirror=build_config.environment_settings().get("debian-mirror"),
+                debian_mirror=settings.get("debian-mirror"),
+                debian_keyring=settings.get("debian-keyring"),
             )
 
             def described(i: int, source: ImageSource = source) -> Layer:

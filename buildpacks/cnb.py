@@ -366,7 +366,10 @@ def image_labels(config: dict[str, Any]) -> dict[str, str]:
 def run_image_name(spec: str) -> str:
     """The run image's name for ``runImage.image``: the registry reference as given, or for
     a local base the name it would be loaded under (``oci-layout:DIR/debian:bookworm`` →
-    ``debian:bookworm``; an archive's file name without ``.tar``), never a host path."""
+    ``debian:bookworm``; an archive's file name without ``.tar``), never a host path; an
+    assembled base its recipe (``debian-packages:bookworm``), which names no path either."""
+    if spec.startswith("debian-packages:"):
+        return spec
     if spec.startswith("oci-layout:"):
         path, tag = split_layout_spec(spec.removeprefix("oci-layout:"))
         return path.name + (f":{tag}" if tag else "")
@@ -382,7 +385,7 @@ def run_image_for_rebase(spec: str, top_layer: str, digest: str) -> RunImageForR
     ``repository@digest``, Docker Hub as ``index.docker.io``); a local base's name stands in
     for the repository."""
     name = run_image_name(spec)
-    if name != spec:
+    if name != spec or spec.startswith(TRANSPORTS):
         return RunImageForRebase(top_layer, f"{name.rsplit(':', 1)[0]}@{digest}", name)
     ref = Reference.parse(name)
     registry = "index.docker.io" if ref.registry == DOCKER_HUB else ref.registry

@@ -166,6 +166,14 @@ OPTIONS = (
         "Debian archive for debian-packages: and system-packages; its security archive is "
         "<mirror>-security; default http://deb.debian.org/debian",
     ),
+    Option(
+        "debian-keyring",
+        "BP_DEBIAN_KEYRING",
+        str,
+        None,
+        "OpenPGP keyring (binary or armored) whose keys sign debian-mirror's InRelease files, "
+        "for a private mirror; relative to the project; default Debian's archive keys",
+    ),
 )
 OPTION_BY_KEY = {o.key: o for o in OPTIONS}
 # Other names for keys, as pack and Spring Boot users know them.
@@ -205,6 +213,7 @@ class BuildConfig:
     descriptor: project_toml.Descriptor = field(default_factory=project_toml.Descriptor)
     system_packages: tuple[str, ...] = ()
     debian_mirror: str | None = None
+    debian_keyring: str | None = None  # absolute path; None: Debian's archive keys
     warnings: tuple[str, ...] = ()
 
     @property
@@ -539,6 +548,14 @@ def resolve(
             f"{', '.join(COMPRESSIONS)}, not {layer_compression!r}"
         )
     cache_dir = resolve_cache_dir(values)
+    keyring = None
+    if values.get("debian-keyring"):
+        keyring = project.root / Path(values["debian-keyring"]).expanduser()
+        if not keyring.is_file():
+            raise BuildError(
+                f"debian-keyring ({origins['debian-keyring']}): {keyring} is not a file; give "
+                "the OpenPGP keyring that signs the mirror's InRelease files"
+            )
     epoch = source_date_epoch(env)
     creation_time = resolve_creation_time(
         values.get("creation-time"), origins.get("creation-time", ""), epoch
@@ -573,5 +590,6 @@ def resolve(
         descriptor=descriptor,
         system_packages=tuple(setting(values, "system-packages") or ()),
         debian_mirror=values.get("debian-mirror"),
+        debian_keyring=str(keyring) if keyring else None,
         warnings=tuple(warnings),
     )

@@ -251,6 +251,7 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "cache-dir": str(config.cache_dir),
         "system-packages": list(config.system_packages),
         "debian-mirror": config.debian_mirror,
+        "debian-keyring": config.debian_keyring,
     }
     missing = {o.key for o in build_config.OPTIONS} - set(values)
     assert not missing, missing  # every option is shown

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from buildpacks.oci.model import Image
 from tests import testbed
 
 
@@ -20,19 +21,43 @@ def session_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def base_image() -> str:
-    return testbed.base_image()
+def debian_cache(session_dir: Path) -> Image:
+    """The default base assembled once for the session, into a cache that
+    ``testbed.seeded_cache`` copies from: the archive is resolved and the packages
+    unpacked once, not by every test that starts from an empty cache."""
+    return testbed.warm_debian_cache(session_dir / "debian-warm")
+
+
+@pytest.fixture(scope="session")
+def base_image(debian_cache: Image) -> str:
+    """The default base of the suite's builds: ``debian-packages:bookworm``."""
+    return testbed.DEBIAN_BASE
+
+
+@pytest.fixture(scope="session")
+def base_layout(session_dir: Path, debian_cache: Image) -> str:
+    """The default base as an OCI layout on disk, for tests that push a base to a registry
+    or change a copy of one: the same image, layer for layer."""
+    return testbed.write_layout(debian_cache, session_dir / "debian-assembled", "bookworm")
+
+
+@pytest.fixture(scope="session")
+def debootstrap_base() -> str:
+    """The "foreign" base made by debootstrap (scripts/make-base-image.sh): one layer, a
+    dpkg database, a shell."""
+    return testbed.debootstrap_base()
 
 
 @pytest.fixture(scope="session")
 def hatch_env(session_dir: Path, base_image: str) -> dict[str, str]:
-    """Environment for the real ``hatch``: our wheel findable, fresh Hatch data, local base."""
+    """Environment for the real ``hatch``: our wheel findable, fresh Hatch data, the
+    default base (its cache seeded, as after a first build)."""
     wheelhouse = testbed.build_wheelhouse(session_dir / "wheelhouse")
     return testbed.clean_env(
         **testbed.plugin_env(wheelhouse),
         HATCH_DATA_DIR=str(session_dir / "hatch-data"),
         BP_BASE_IMAGE=base_image,
-        BP_CACHE_DIR=str(session_dir / "cache"),
+        BP_CACHE_DIR=testbed.seeded_cache(session_dir / "cache"),
     )
 
 

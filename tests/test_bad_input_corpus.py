@@ -653,17 +653,20 @@ RECOVERED = {
 
 
 @pytest.fixture(scope="module")
-def shared(session_dir: Path, base_image: str, registry: testbed.Registry) -> Shared:
+def shared(session_dir: Path, base_layout: str, registry: testbed.Registry) -> Shared:
+    # The default base as a layout: the cases damage private copies of its files.
     root = session_dir / "corpus"
     root.mkdir()
-    env = testbed.clean_env(BP_BASE_IMAGE=base_image, BP_CACHE_DIR=str(root / "cache"))
+    env = testbed.clean_env(BP_BASE_IMAGE=base_layout, BP_CACHE_DIR=str(root / "cache"))
     env.pop("BP_DEBUG", None)
     app = root / "plain-app"
     _plain_app(app)
     result = testbed.cli("build", str(app), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    registry_base = testbed.push_layout(base_image, registry, "corpus/base:bookworm")
-    return Shared(root, base_image, registry, env, app / "dist/plain-app-latest.tar", registry_base)
+    registry_base = testbed.push_layout(base_layout, registry, "corpus/base:bookworm")
+    return Shared(
+        root, base_layout, registry, env, app / "dist/plain-app-latest.tar", registry_base
+    )
 
 
 def _plain_app(path: Path) -> None:
@@ -905,7 +908,11 @@ HATCH_CASES = {
 @pytest.fixture
 def hatch_ctx(ctx: Ctx, hatch_env: dict[str, str]) -> Ctx:
     ctx.env.update(
-        {k: v for k, v in hatch_env.items() if k not in ("BP_CACHE_DIR", "TMPDIR")},
+        {
+            k: v
+            for k, v in hatch_env.items()
+            if k not in ("BP_CACHE_DIR", "TMPDIR", "BP_BASE_IMAGE")  # the corpus's own base
+        },
         TMPDIR=ctx.env["TMPDIR"],
     )
     ctx.pyproject(text=PYPROJECT.replace("[tool.buildpacks]", HATCH_TARGET))

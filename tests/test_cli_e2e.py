@@ -89,9 +89,10 @@ def test_failed_wheel_build_shows_the_backends_own_error(session_dir, hatch_env)
     assert '  |   File "<string>", line 1, in <module>' in out
 
 
-def test_build_with_pack_style_flags(session_dir, hatch_env, registry, base_image, podman):
+def test_build_with_pack_style_flags(session_dir, hatch_env, registry, debootstrap_base, podman):
     """--run-image, --env, --process, -D, --creation-time, --publish with -t, and
-    --sbom-output-dir, all on one build; then the image is run."""
+    --sbom-output-dir, all on one build; then the image is run. Its shell process runs on
+    the debootstrap base, which has a shell."""
     project = testbed.copy_example(session_dir / "cli-flags")
     image = f"{registry.host}/cli/flags:1"
     extra = f"{registry.host}/cli/flags:extra"
@@ -103,7 +104,7 @@ def test_build_with_pack_style_flags(session_dir, hatch_env, registry, base_imag
             "build",
             str(project),
             "--run-image",
-            base_image,
+            debootstrap_base,
             "--image",
             image,
             "--publish",

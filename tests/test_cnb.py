@@ -121,6 +121,7 @@ def test_labels_written_by_older_platforms_decode():
         ("oci-layout:/root/.cache/testbed/debian-python:bookworm", "debian-python:bookworm",
          "debian-python@"),
         ("oci-archive:/tmp/bases/my-base.tar", "my-base", "my-base@"),
+        ("debian-packages:bookworm", "debian-packages:bookworm", "debian-packages@"),
     ],
 )  # fmt: skip
 def test_run_image_names_registry_and_local_bases(spec, image, reference):

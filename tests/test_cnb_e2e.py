@@ -22,8 +22,9 @@ def labels_of(config: dict) -> dict:
     return config["config"]["Labels"]
 
 
-def test_labels_decode_strictly_and_name_every_layer_once(example_build, base_image):
+def test_labels_decode_strictly_and_name_every_layer_once(example_build, debian_cache):
     project, _ = example_build
+    base = len(debian_cache.layers)  # the assembled base's layers come first
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
     diff_ids = config["rootfs"]["diff_ids"]
     labels = labels_of(config)
@@ -32,24 +33,26 @@ def test_labels_decode_strictly_and_name_every_layer_once(example_build, base_im
     meta = cnb.decode(cnb.LayersMetadata, labels[cnb.LIFECYCLE], strict=True)
     build = cnb.decode(cnb.BuildMetadata, labels[cnb.BUILD], strict=True)
     project_md = cnb.decode(cnb.ProjectMetadata, labels[cnb.PROJECT], strict=True)
-    assert meta.run_image.top_layer == diff_ids[0]  # the local base has one layer
+    assert diff_ids[:base] == [layer.diff_id for layer in debian_cache.layers]
+    assert meta.run_image.top_layer == diff_ids[base - 1]
     base_digest = config["config"]["Labels"]["org.opencontainers.image.base.digest"]
-    assert meta.run_image.image == "debian-python:bookworm"  # the layout's name, no host path
-    assert meta.run_image.reference == f"debian-python@{base_digest}"
-    assert meta.stack == cnb.Stack(cnb.RunImageForExport("debian-python:bookworm"))
+    assert base_digest == debian_cache.digest()
+    assert meta.run_image.image == "debian-packages:bookworm"  # its recipe, no host path
+    assert meta.run_image.reference == f"debian-packages@{base_digest}"
+    assert meta.stack == cnb.Stack(cnb.RunImageForExport("debian-packages:bookworm"))
     layers = {bp.key: bp.layers for bp in meta.buildpacks}
-    assert layers["python-buildpacks/dependencies"]["venv"].sha == diff_ids[1]
+    assert layers["python-buildpacks/dependencies"]["venv"].sha == diff_ids[base]
     assert layers["python-buildpacks/application"] == {}  # its layer is the app's
-    assert meta.app == [cnb.LayerMetadata(diff_ids[2])]
-    assert meta.process_types.sha == diff_ids[3]
-    assert meta.config.sha == diff_ids[4]
+    assert meta.app == [cnb.LayerMetadata(diff_ids[base + 1])]
+    assert meta.process_types.sha == diff_ids[base + 2]
+    assert meta.config.sha == diff_ids[base + 3]
     assert meta.sbom == cnb.LayerMetadata(diff_ids[-1])
     named = [
         *(layer.sha for bp in meta.buildpacks for layer in bp.layers.values()),
         *(app.sha for app in meta.app),
         *(x.sha for x in (meta.config, meta.launcher, meta.process_types, meta.sbom) if x.sha),
     ]
-    assert sorted(named) == sorted(diff_ids[1:])  # each of ours named once
+    assert sorted(named) == sorted(diff_ids[base:])  # each of ours named once
     assert {b.homepage for b in build.buildpacks} == {cnb.HOMEPAGE}
     # A web type too, for `--entrypoint web`, with the default's command.
     assert [p.type for p in build.processes] == ["example-service", "web"]
@@ -64,12 +67,15 @@ def test_labels_decode_strictly_and_name_every_layer_once(example_build, base_im
     assert env["PATH"].split(":")[0] == "/cnb/process"
 
 
+# The assembled base records its packages as distroless does: one file each in status.d.
 IN_IMAGE = """
-import importlib.metadata as m, json
+import importlib.metadata as m, json, pathlib
 dists = sorted({(d.metadata["Name"].lower(), d.version) for d in m.distributions()})
 debs = []
-for stanza in open("/var/lib/dpkg/status").read().split("\\n\\n"):
-    fields = dict(l.split(": ", 1) for l in stanza.splitlines() if ": " in l and l[0] != " ")
+for record in pathlib.Path("/var/lib/dpkg/status.d").glob("*"):
+    if record.suffix == ".md5sums":
+        continue
+    fields = dict(l.split(": ", 1) for l in record.read_text().splitlines() if ": " in l)
     if fields.get("Status", "").endswith(" installed"):
         debs.append((fields["Package"], fields["Version"]))
 print(json.dumps({"dists": dists, "debs": sorted(debs)}))
@@ -116,7 +122,7 @@ def test_sbom_is_valid_and_lists_everything_the_image_holds(example_build, podma
     }
     base = next(c for c in cdx["components"] if c["type"] == "container")
     labels = labels_of(config)
-    assert base["name"] == "debian-python:bookworm"  # not oci-layout:/host/path
+    assert base["name"] == "debian-packages:bookworm"  # the recipe, no host path
     assert base["version"] == labels["org.opencontainers.image.base.digest"]
     python = next(c for c in cdx["components"] if c["type"] == "platform")
     assert python["version"].startswith("3.11.")
@@ -148,7 +154,11 @@ def test_entrypoint_by_process_type(example_build, podman):
     assert "invalid literal for int()" in out.stderr  # our main() ran and parsed PORT
 
 
-def test_procfile_processes_table_env_and_git_metadata(session_dir, hatch_env, podman):
+def test_procfile_processes_table_env_and_git_metadata(
+    session_dir, hatch_env, debootstrap_base, podman
+):
+    # Shell processes ($GREETING): built on the debootstrap base, which has a shell.
+    env = {**hatch_env, "BP_BASE_IMAGE": debootstrap_base}
     project = testbed.copy_example(session_dir / "procfile")
     (project / "Procfile").write_text("web: example-service\nworker: echo working $GREETING\n")
     pyproject = project / "pyproject.toml"
@@ -181,7 +191,7 @@ def test_procfile_processes_table_env_and_git_metadata(session_dir, hatch_env, p
         cwd=project,
         check=True,
     )
-    result = testbed.hatch_build(project, hatch_env)
+    result = testbed.hatch_build(project, env)
     assert result.returncode == 0, result.stdout + result.stderr
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
     assert config["config"]["Entrypoint"] == ["/cnb/process/web"]  # web is the default
@@ -201,7 +211,7 @@ def test_procfile_processes_table_env_and_git_metadata(session_dir, hatch_env, p
 
 def test_corrupt_cache_entries_are_detected_and_rebuilt(session_dir, hatch_env, podman):
     cache = session_dir / "corrupt-cache"
-    env = {**hatch_env, "BP_CACHE_DIR": str(cache)}
+    env = {**hatch_env, "BP_CACHE_DIR": testbed.seeded_cache(cache)}
     project = testbed.copy_example(session_dir / "corrupt")
     assert testbed.hatch_build(project, env).returncode == 0
     good = testbed.read_archive_manifest(project / ARCHIVE)[0]
@@ -228,14 +238,15 @@ def test_previous_archive_and_cache_image_restore_layers_without_reinstalling(
 ):
     cache_image = f"{registry.host}/team/app-cache:latest"
     first = testbed.copy_example(session_dir / "cache-image-a")
-    env_a = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "cache-a")}
+    env_a = {**hatch_env, "BP_CACHE_DIR": testbed.seeded_cache(session_dir / "cache-a")}
     env_a["BP_CACHE_IMAGE"] = cache_image
     built = testbed.hatch_build(first, env_a)
     assert built.returncode == 0, built.stdout + built.stderr
     assert "Installing dependencies from uv.lock" in built.stdout + built.stderr
     digest = testbed.read_archive_manifest(first / ARCHIVE)[0]
 
-    # Another machine: no local cache, no dist/, only the cache image in the registry.
+    # Another machine: no local cache (the base is assembled there too), no dist/, only the
+    # cache image in the registry.
     second = testbed.copy_example(session_dir / "cache-image-b")
     env_b = {**env_a, "BP_CACHE_DIR": str(session_dir / "cache-b")}
     again = testbed.hatch_build(second, env_b)
@@ -245,8 +256,8 @@ def test_previous_archive_and_cache_image_restore_layers_without_reinstalling(
     assert "Restored python-buildpacks/dependencies venv layer" in out
     assert testbed.read_archive_manifest(second / ARCHIVE)[0] == digest
 
-    # The archive left in dist/ by the last build serves too, with an empty cache.
-    env_c = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "cache-c")}
+    # The archive left in dist/ by the last build serves too, with an empty layer cache.
+    env_c = {**hatch_env, "BP_CACHE_DIR": testbed.seeded_cache(session_dir / "cache-c")}
     third = testbed.hatch_build(second, env_c)
     assert third.returncode == 0 and "Installing" not in third.stdout + third.stderr
     assert "Previous image oci-archive:" in third.stdout + third.stderr

@@ -19,14 +19,16 @@ from tests.test_blobs import biggest_blob, build_env, built_digest, plain_app
 
 pytestmark = pytest.mark.e2e
 
-# Lines the build prints as it enters a phase, and how long after them the kill lands:
-# while the base is copied into the store, the archive begun, dependencies installed, the
-# image exported.
+# Lines the build prints as it enters a phase, how long after them the kill lands, and
+# whether the cache starts with the base assembled (testbed.seeded_cache): while the base
+# is assembled into the store from an empty cache, while the run image is read, the
+# archive begun, dependencies installed, the image exported.
 MARKERS = [
-    ("===> ANALYZING", 0.03),
-    ("===> RESTORING", 0.0),
-    ("Installing dependencies", 0.0),
-    ("===> EXPORTING", 0.0),
+    ("Assembling debian-packages:bookworm", 1.0, False),
+    ("===> ANALYZING", 0.03, True),
+    ("===> RESTORING", 0.0, True),
+    ("Installing dependencies", 0.0, True),
+    ("===> EXPORTING", 0.0, True),
 ]
 
 
@@ -41,10 +43,10 @@ def temp_files(cache: Path, project: Path) -> list[Path]:
     ]
 
 
-def start(project: Path, cache: Path, base: str) -> subprocess.Popen[str]:
+def start(project: Path, cache: Path, base: str, seed: bool = True) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(testbed.BIN / "buildpacks"), "build", str(project)],
-        env=build_env(cache, base),
+        env=build_env(cache, base, seed),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -76,17 +78,17 @@ def clean_digest(base_image, tmp_path_factory) -> str:
 
 def test_killed_builds_leave_a_usable_cache_and_no_stale_files(base_image, tmp_path, clean_digest):
     left_behind = {}
-    for i, (marker, delay) in enumerate(MARKERS):
+    for i, (marker, delay, seed) in enumerate(MARKERS):
         cache = tmp_path / f"cache-{i}"
         project = plain_app(tmp_path / f"round-{i}" / "plain-app")
-        assert kill_at(start(project, cache, base_image), marker, delay), marker
+        assert kill_at(start(project, cache, base_image, seed), marker, delay), marker
         left_behind[marker] = temp_files(cache, project)
-        result = testbed.cli("build", str(project), env=build_env(cache, base_image))
+        result = testbed.cli("build", str(project), env=build_env(cache, base_image, seed))
         assert built_digest(result) == clean_digest, marker
         assert temp_files(cache, project) == [], marker
         # The cache the killed build left serves a warm build after an edit too.
         (project / "app.py").write_text((project / "app.py").read_text() + "# edited\n")
-        again = testbed.cli("build", str(project), env=build_env(cache, base_image))
+        again = testbed.cli("build", str(project), env=build_env(cache, base_image, seed))
         built_digest(again)
         assert "Reusing cached dependencies layer" in again.stdout
     # The kills landed mid-write: the cleanup above had something to remove.
@@ -107,7 +109,7 @@ def test_two_builds_share_one_cache_at_once(base_image, tmp_path, clean_digest):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 24 MB tmpfs: smaller than the base's 47 MB layer."""
+    """A 24 MB tmpfs: smaller than the debootstrap base's 47 MB layer."""
     mount = tmp_path / "small"
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], check=True)
@@ -115,8 +117,10 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_full_disk_is_one_error_line(base_image, tmp_path, small_disk):
-    # The cache on the full disk: the base's layer does not fit into the store.
+def test_full_disk_is_one_error_line(debootstrap_base, tmp_path, small_disk):
+    # A base bigger than the disk: the debootstrap one (the assembled base and an image
+    # built on it fit in 24 MB). The cache on the full disk: its layer does not fit.
+    base_image = debootstrap_base
     project = plain_app(tmp_path / "plain-app")
     result = testbed.cli("build", str(project), env=build_env(small_disk / "cache", base_image))
     out = result.stdout + result.stderr

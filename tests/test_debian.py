@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 
+import pysequoia
 import pytest
 
 from buildpacks.debian import suite_of
@@ -139,6 +140,40 @@ def test_tampered_in_release_is_refused(in_release):
     assert tampered != in_release
     with pytest.raises(BuildError, match=r"^InRelease: OpenPGP signature does not verify"):
         verify_in_release(tampered, "InRelease")
+
+
+def test_a_private_keyring_verifies_its_own_mirror_only(in_release, tmp_path):
+    """debian-keyring: a mirror signing with its own key verifies with that keyring, in
+    binary or armored form, and nothing else does: the Debian keys refuse it, the keyring
+    refuses Debian's own signature, another key's and an unsigned file."""
+    signed = verify_in_release(in_release, "InRelease")
+    key = testbed.SigningKey(tmp_path)
+    resigned = key.clearsign(signed)
+    assert verify_in_release(resigned, "InRelease", key.keyring) == signed
+    armored = tmp_path / "mirror.asc"
+    armored.write_text(str(pysequoia.Cert.from_file(str(key.keyring))))
+    assert armored.read_text().startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert verify_in_release(resigned, "InRelease", armored) == signed
+    with pytest.raises(BuildError, match=r"does not verify with the Debian archive keys"):
+        verify_in_release(resigned, "InRelease")
+    named = rf"^InRelease: OpenPGP signature does not verify with debian-keyring {key.keyring}"
+    with pytest.raises(BuildError, match=named):
+        verify_in_release(in_release, "InRelease", key.keyring)
+    other = testbed.SigningKey(tmp_path / "other")
+    with pytest.raises(BuildError, match=named):
+        verify_in_release(other.clearsign(signed), "InRelease", key.keyring)
+    with pytest.raises(BuildError, match=named):
+        verify_in_release(signed, "InRelease", key.keyring)  # no signature at all
+
+
+def test_a_keyring_that_is_not_one_is_named(tmp_path):
+    text = tmp_path / "keys.txt"
+    text.write_text("not a key\n")
+    with pytest.raises(BuildError, match=rf"^debian-keyring {text}: not an OpenPGP keyring"):
+        verify_in_release(b"", "InRelease", text)
+    missing = tmp_path / "missing.gpg"
+    with pytest.raises(BuildError, match=rf"^debian-keyring {missing}: cannot be read"):
+        verify_in_release(b"", "InRelease", missing)
 
 
 def test_in_release_of_another_suite_is_refused(in_release):

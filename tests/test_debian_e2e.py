@@ -5,7 +5,10 @@ without emulation, and a loopback mirror whose InRelease, Packages or .deb is ta
 
 from __future__ import annotations
 
+import hashlib
 import json
+import lzma
+import re
 import shutil
 import tarfile
 import urllib.request
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from buildpacks.debian.assemble import PACKAGES_LABEL, assemble
+from buildpacks.debian.assemble import GROUPS, PACKAGES_LABEL, assemble
 from buildpacks.oci import rootfs
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import Platform
@@ -38,9 +41,10 @@ def main() -> None:
 
 
 @pytest.fixture(scope="module")
-def debian_env(session_dir: Path) -> dict[str, str]:
-    """One cache for the module: the archive's indexes are fetched and parsed once."""
-    return testbed.clean_env(BP_CACHE_DIR=str(session_dir / "debian-cache"))
+def debian_env(session_dir: Path, debian_cache) -> dict[str, str]:
+    """One cache for the module, starting with the session's assembled base: the archive's
+    indexes are fetched and parsed once."""
+    return testbed.clean_env(BP_CACHE_DIR=testbed.seeded_cache(session_dir / "debian-cache"))
 
 
 def build(project: Path, env: dict[str, str], *flags: str):
@@ -184,9 +188,9 @@ def psycopg_project(directory: Path, base: str) -> Path:
 
 @pytest.mark.parametrize("which", ["assembled", "debootstrap"])
 def test_psycopg_loads_libpq_from_system_packages(
-    which, session_dir, debian_env, base_image, podman
+    which, session_dir, debian_env, debootstrap_base, podman
 ):
-    base = BASE if which == "assembled" else base_image
+    base = BASE if which == "assembled" else debootstrap_base
     project = psycopg_project(session_dir / f"pg-{which}", base)
     result = build(project, debian_env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -359,3 +363,170 @@ def test_trixie_base_has_python_3_13(debian_env):
     assert set(files) == {"usr/bin/python3.13", "etc/ld.so.cache"}
     labels = image.config["config"]["Labels"]
     assert labels["io.buildpacks.base.distro.version"] == "13"
+
+
+class PrivateMirror(testbed.Proxy):
+    """Debian's archive on loopback as a private mirror serves it (aptly, reprepro): every
+    ``InRelease`` signed with the mirror's own ``key``, not Debian's. ``held`` names packages
+    of the security archive the mirror does not have yet: clearing it moves the suite, as a
+    security update does. ``unsigned``: ``InRelease`` files served without a signature."""
+
+    def __init__(self, key: testbed.SigningKey, held: set[str]) -> None:
+        super().__init__("deb.debian.org")
+        self.key = key
+        self.held = held
+        self.unsigned = False
+
+    @staticmethod
+    def upstream(path: str) -> bytes:
+        with urllib.request.urlopen("http://deb.debian.org" + path) as r:
+            return r.read()
+
+    def security_index(self) -> bytes:
+        """The security archive's Packages.xz without the held packages."""
+        text = lzma.decompress(self.upstream(SECURITY_INDEX)).decode()
+        kept = [
+            stanza
+            for stanza in text.split("\n\n")
+            if stanza.split("\n", 1)[0].removeprefix("Package: ") not in self.held
+        ]
+        return lzma.compress("\n\n".join(kept).encode())
+
+    def intercept(self, handler, body: bytes | None) -> bool:
+        from buildpacks.debian.archive import verify_in_release
+
+        if handler.path.endswith("/InRelease"):
+            signed = verify_in_release(self.upstream(handler.path), handler.path)
+            if self.held and "/bookworm-security/" in handler.path:
+                index = self.security_index()
+                entry = f" {hashlib.sha256(index).hexdigest()} {len(index)} {INDEX_NAME}"
+                pattern = rf"^ [0-9a-f]{{64}} +\d+ {re.escape(INDEX_NAME)}$"
+                signed = re.sub(pattern.encode(), entry.encode(), signed, flags=re.M)
+            self.answer(handler, 200, signed if self.unsigned else self.key.clearsign(signed))
+            return True
+        if self.held and handler.path == SECURITY_INDEX:
+            self.answer(handler, 200, self.security_index())
+            return True
+        return False
+
+
+INDEX_NAME = "main/binary-amd64/Packages.xz"
+SECURITY_INDEX = f"/debian-security/dists/bookworm-security/{INDEX_NAME}"
+# Bookworm's security archive has a newer tzdata than its point release: held back, then
+# published, it is the package the suite moves by.
+MOVED = "tzdata"
+
+
+def packages_of(archive: Path) -> dict[str, str]:
+    _, _, config = testbed.read_archive_manifest(archive)
+    records = json.loads(config["config"]["Labels"][PACKAGES_LABEL])
+    return {p["name"]: p["version"] for p in records}
+
+
+def test_a_moved_suite_gives_a_new_base_and_rebase_moves_images_onto_it(session_dir, podman):
+    """A private mirror with its own key (debian-keyring, relative to the project): the
+    suite moves between builds (a security update of tzdata appears); ``if-not-present``
+    keeps the cached index, ``always`` assembles a new run image in which only tzdata's
+    layer differs, and ``buildpacks rebase`` moves the image built before onto it, keeping
+    the application's layers byte for byte."""
+    from debian.debian_support import version_compare
+
+    project = testbed.copy_example(session_dir / "moving")
+    key = testbed.SigningKey(project / "keys")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text() + f'base-image = "{BASE}"\ndebian-keyring = "keys/mirror.gpg"\n'
+    )
+    mirror = PrivateMirror(key, held={MOVED})
+    env = testbed.clean_env(
+        BP_CACHE_DIR=str(session_dir / "moving-cache"),
+        BP_DEBIAN_MIRROR=f"http://{mirror.host}/debian",
+    )
+    archive = project / ARCHIVE
+    try:
+        first = build(project, env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = session_dir / "moving-before.tar"
+        shutil.copyfile(archive, before)
+        old = packages_of(before)
+
+        mirror.held = set()  # the suite moves
+        cached = build(project, env)  # if-not-present: the verified InRelease in the cache
+        assert cached.returncode == 0, cached.stdout + cached.stderr
+        assert packages_of(archive) == old
+
+        moved = build(project, env, "--pull-policy", "always")
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        new = packages_of(archive)
+        assert version_compare(new[MOVED], old[MOVED]) > 0
+        assert {k: v for k, v in new.items() if k != MOVED} == {
+            k: v for k, v in old.items() if k != MOVED
+        }
+        _, old_manifest, old_config = testbed.read_archive_manifest(before)
+        _, new_manifest, new_config = testbed.read_archive_manifest(archive)
+        size = testbed.first_own_layer(old_config)
+        assert testbed.first_own_layer(new_config) == size == len(GROUPS) + 1
+        old_base = [d["digest"] for d in old_manifest["layers"][:size]]
+        new_base = [d["digest"] for d in new_manifest["layers"][:size]]
+        changed = [i for i, (a, b) in enumerate(zip(old_base, new_base, strict=True)) if a != b]
+        assert changed == [GROUPS.index("data")]  # tzdata's layer, nothing else
+
+        # The image built before the move, rebased without a build: the new run image under
+        # its own application layers. (Rebase reads settings from the environment.)
+        rebased = session_dir / "moving-rebased.tar"
+        rebase_env = {**env, "BP_DEBIAN_KEYRING": str(key.keyring)}
+        result = testbed.cli(
+            "rebase", f"oci-archive:{before}", "--run-image", BASE, "--output", str(rebased),
+            env=rebase_env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        mirror.stop()
+    _, rebased_manifest, _ = testbed.read_archive_manifest(rebased)
+    layers = [d["digest"] for d in rebased_manifest["layers"]]
+    assert layers[:size] == new_base
+    assert layers[size:] == [d["digest"] for d in old_manifest["layers"][size:]]
+    assert packages_of(rebased)[MOVED] == new[MOVED]
+    podman("load", "-i", str(rebased))
+    record = podman.run(
+        "example-service:0.1.0",
+        "-c",
+        f"print(open('/var/lib/dpkg/status.d/{MOVED}').read())",
+        entrypoint="python",
+    )
+    assert f"Version: {new[MOVED]}\n" in record
+
+
+@pytest.mark.parametrize("case", ["debian-keys", "other-key", "unsigned", "no-keyring"])
+def test_a_private_mirror_is_refused_without_its_key(case, session_dir):
+    key = testbed.SigningKey(session_dir / f"private-{case}")
+    mirror = PrivateMirror(key, held=set())
+    mirror.unsigned = case == "unsigned"
+    project = testbed.copy_example(session_dir / f"private-{case}" / "project")
+    keyring = {
+        "debian-keys": None,
+        "other-key": testbed.SigningKey(session_dir / f"private-{case}" / "other").keyring,
+        "unsigned": key.keyring,
+        "no-keyring": project / "missing.gpg",
+    }[case]
+    env = testbed.clean_env(
+        BP_CACHE_DIR=str(project / ".cache"),
+        BP_DEBIAN_MIRROR=f"http://{mirror.host}/debian",
+        **({"BP_DEBIAN_KEYRING": str(keyring)} if keyring else {}),
+    )
+    try:
+        result = build(project, env, "--base-image", BASE)
+    finally:
+        mirror.stop()
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    in_release = f"http://{mirror.host}/debian/dists/bookworm/InRelease"
+    expected = {
+        "debian-keys": f"{in_release}: OpenPGP signature does not verify with the Debian",
+        "other-key": f"{in_release}: OpenPGP signature does not verify with debian-keyring",
+        "unsigned": f"{in_release}: OpenPGP signature does not verify with debian-keyring",
+        "no-keyring": f"debian-keyring (BP_DEBIAN_KEYRING): {keyring} is not a file",
+    }[case]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {expected}"), result.stderr
+    assert not (project / "dist").exists() or not any((project / "dist").iterdir())

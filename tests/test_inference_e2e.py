@@ -58,15 +58,22 @@ def _python_m_build(project: Path, env: dict[str, str], *settings: str):
     return subprocess.run([*args, str(project)], env=env, capture_output=True, text=True)
 
 
-def test_explicit_base_decides_the_python_version(session_dir, hatch_env):
+@pytest.fixture(scope="module")
+def layout_env(hatch_env, base_layout) -> dict[str, str]:
+    """Builds on a stored base (the default one, as an OCI layout), whose Python is known only
+    by reading it: a debian-packages: base's Python follows from its suite, before any read."""
+    return {**hatch_env, "BP_BASE_IMAGE": base_layout}
+
+
+def test_explicit_base_decides_the_python_version(session_dir, layout_env):
     # requires-python >=3.11 alone would ask for 3.14, which the base (3.11) does not have.
     project = _example(session_dir, "base-decides")
-    result = testbed.hatch_build(project, hatch_env)
+    result = testbed.hatch_build(project, layout_env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "Python 3.11 (from base image)" in out
     assert out.index("Run image ") < out.index("Building image")  # analyzed before the wheel
-    config = testbed.cli("config", str(project), env={**hatch_env, "BP_PYTHON_VERISON": "3.12"})
+    config = testbed.cli("config", str(project), env={**layout_env, "BP_PYTHON_VERISON": "3.12"})
     assert config.returncode == 0, config.stderr
     assert re.search(r"^python-version += '3\.11'  \(base image\)$", config.stdout, re.M)
     assert (
@@ -75,10 +82,10 @@ def test_explicit_base_decides_the_python_version(session_dir, hatch_env):
     )
 
 
-def test_base_outside_requires_python_fails_before_the_wheel(session_dir, hatch_env):
+def test_base_outside_requires_python_fails_before_the_wheel(session_dir, layout_env):
     project = _example(session_dir, "base-outside-hatch")
     _edit(project / "pyproject.toml", '">=3.11"', '">=3.12"')
-    result = testbed.hatch_build(project, hatch_env)
+    result = testbed.hatch_build(project, layout_env)
     _assert_clean_failure(result, BASE_311, project)
     assert "Building image" not in result.stdout + result.stderr  # logged after the wheel
 
@@ -86,7 +93,7 @@ def test_base_outside_requires_python_fails_before_the_wheel(session_dir, hatch_
     _edit(project / "pyproject.toml", '">=3.11"', '">=3.12"')
     _unbuildable(project)
     start = time.perf_counter()
-    result = testbed.cli("build", str(project), env=hatch_env)
+    result = testbed.cli("build", str(project), env=layout_env)
     elapsed = time.perf_counter() - start
     _assert_clean_failure(result, BASE_311, project)
     print(f"buildpacks build refused the base in {elapsed:.2f} s")
@@ -94,29 +101,29 @@ def test_base_outside_requires_python_fails_before_the_wheel(session_dir, hatch_
     project = shutil.copytree(PROJECTS / "setuptools-app", session_dir / "base-outside-setup")
     _edit(project / "setup.cfg", "python_requires = >=3.11", "python_requires = >=3.12")
     (project / ".python-version").unlink()
-    result = _python_m_build(project, hatch_env)
+    result = _python_m_build(project, layout_env)
     _assert_clean_failure(result, BASE_311, project)  # setuptools wrote no wheel to dist/
 
     # The command line reads setup.cfg's python_requires before asking the backend for a wheel.
     _edit(project / "pyproject.toml", '"setuptools_buildpacks.build_meta"', '"no_such_backend"')
-    _assert_clean_failure(testbed.cli("build", str(project), env=hatch_env), BASE_311, project)
+    _assert_clean_failure(testbed.cli("build", str(project), env=layout_env), BASE_311, project)
 
 
-def test_python_version_the_base_lacks_fails_before_the_wheel(session_dir, hatch_env):
+def test_python_version_the_base_lacks_fails_before_the_wheel(session_dir, layout_env):
     project = _example(session_dir, "lacks-cli")
     _unbuildable(project)
-    result = testbed.cli("build", str(project), "--python-version", "3.12", env=hatch_env)
+    result = testbed.cli("build", str(project), "--python-version", "3.12", env=layout_env)
     _assert_clean_failure(result, NO_312, project)
 
     project = shutil.copytree(PROJECTS / "setuptools-app", session_dir / "lacks-setup")
-    result = _python_m_build(project, hatch_env, "image-python-version=3.12")
+    result = _python_m_build(project, layout_env, "image-python-version=3.12")
     _assert_clean_failure(result, NO_312, project)
     _edit(project / "pyproject.toml", '"setuptools_buildpacks.build_meta"', '"no_such_backend"')
-    result = testbed.cli("build", str(project), "--python-version", "3.12", env=hatch_env)
+    result = testbed.cli("build", str(project), "--python-version", "3.12", env=layout_env)
     _assert_clean_failure(result, NO_312, project)  # dynamic metadata: checked before the wheel
 
     project = _example(session_dir, "lacks-hatch")
-    result = testbed.hatch_build(project, hatch_env, {"BP_PYTHON_VERSION": "3.12"})
+    result = testbed.hatch_build(project, layout_env, {"BP_PYTHON_VERSION": "3.12"})
     _assert_clean_failure(result, NO_312, project)
     assert "Building image" not in result.stdout + result.stderr
 

@@ -44,15 +44,16 @@ def wheels(session_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def newcomer_env(session_dir, base_image) -> dict[str, str]:
-    """A user's environment: no plugin wheel planted, fresh uv and Hatch data, and the local
-    base (Docker Hub is out of reach here, as the README's note on bases says)."""
+    """A user's environment: no plugin wheel planted, fresh uv and Hatch data, and the
+    default base assembled from Debian packages (Docker Hub is out of reach here, as the
+    README's note on bases says)."""
     env = testbed.clean_env(
         UV_CACHE_DIR=str(session_dir / "install-uv-cache"),
         HATCH_DATA_DIR=str(session_dir / "install-hatch-data"),
         UV_TOOL_DIR=str(session_dir / "install-uv-tools"),
         UV_TOOL_BIN_DIR=str(session_dir / "install-bin"),
         BP_BASE_IMAGE=base_image,
-        BP_CACHE_DIR=str(session_dir / "install-cache"),
+        BP_CACHE_DIR=testbed.seeded_cache(session_dir / "install-cache"),
     )
     for key in ("UV_OVERRIDE", "PIP_FIND_LINKS", "UV_FIND_LINKS", "VIRTUAL_ENV"):
         env.pop(key, None)

@@ -77,9 +77,9 @@ def test_pack_inspect_shows_the_run_image_and_finds_the_default_process(example_
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
     shown = pack_inspect(config)
     digest = config["config"]["Labels"]["org.opencontainers.image.base.digest"]
-    assert shown["base"]["image"] == "debian-python:bookworm"
-    assert shown["base"]["reference"] == f"debian-python@{digest}"
-    assert shown["stack"] == {"runImage": {"image": "debian-python:bookworm"}}
+    assert shown["base"]["image"] == "debian-packages:bookworm"
+    assert shown["base"]["reference"] == f"debian-packages@{digest}"
+    assert shown["stack"] == {"runImage": {"image": "debian-packages:bookworm"}}
     # The entrypoint is the one a CNB platform sets (/cnb/process/<default type>): pack finds
     # the default among the processes the label lists.
     assert config["config"]["Entrypoint"] == ["/cnb/process/example-service"]
@@ -91,13 +91,14 @@ def test_pack_rebase_accepts_the_local_base_by_its_name(example_build):
     project, _ = example_build
     _, _, config = testbed.read_archive_manifest(project / ARCHIVE)
     base = {"os": "linux", "architecture": "amd64"}
-    # The user loads the updated base as the name it was built on, as pack expects.
-    assert pack_rebase_refusal(config, "debian-python:bookworm", base) is None
-    assert pack_rebase_refusal(config, "docker.io/library/debian-python:bookworm", base) is None
+    # The user loads the updated base as the name it was built on (the assembled base by
+    # its recipe), as pack expects.
+    assert pack_rebase_refusal(config, "debian-packages:bookworm", base) is None
+    assert pack_rebase_refusal(config, "docker.io/library/debian-packages:bookworm", base) is None
     refusal = pack_rebase_refusal(config, "other:1", base)
     assert refusal and "not found in existing run image metadata" in refusal
     assert "unable to satisfy" in pack_rebase_refusal(
-        config, "debian-python:bookworm", {**base, "architecture": "arm64"}
+        config, "debian-packages:bookworm", {**base, "architecture": "arm64"}
     )
 
 

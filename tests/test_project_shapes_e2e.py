@@ -105,7 +105,8 @@ def test_poetry_project_with_poetry_lock(session_dir, hatch_env, podman):
     result = testbed.cli("build", str(project), env=hatch_env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "Python 3.11 (from base image)" in out  # allowed by Poetry's python = "~3.11"
+    # The default base's suite decides, allowed by Poetry's python = "~3.11".
+    assert "Python 3.11 (from base image debian-packages:bookworm)" in out
     assert "Dependencies locked by poetry.lock" in out
     podman("load", "-i", str(project / "dist" / "poetry-app-0.3.0.tar"))
     assert serve_and_get(podman, "poetry-app:0.3.0", "poetry-app") == {
@@ -114,12 +115,16 @@ def test_poetry_project_with_poetry_lock(session_dir, hatch_env, podman):
     }
 
 
-def test_requirements_app_with_a_procfile_and_no_pyproject(session_dir, hatch_env, podman):
+def test_requirements_app_with_a_procfile_and_no_pyproject(
+    session_dir, hatch_env, debootstrap_base, podman
+):
     project = copy_project("plain-app", session_dir / "plain-app")
     (project / ".env").write_text("SECRET=do-not-ship\n")
     (project / ".git").mkdir()
     (project / ".git" / "config").write_text("[core]\n")
-    result = testbed.cli("build", str(project), env=hatch_env)
+    # Its Procfile's $PORT needs a shell: built on the debootstrap base, which has one.
+    env = {**hatch_env, "BP_BASE_IMAGE": debootstrap_base}
+    result = testbed.cli("build", str(project), env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "Dependencies locked by requirements.txt" in out
@@ -147,7 +152,8 @@ def test_config_command_shows_values_and_origins(session_dir, hatch_env):
     assert lines["pull-policy"].endswith("'never'  (BP_PULL_POLICY)")
     assert "(pyproject.toml [tool.buildpacks])" in lines["index-url"]
     assert "s3cret" not in result.stdout
-    assert lines["python-version"].endswith("'3.11'  (base image)")  # BP_BASE_IMAGE
+    # BP_BASE_IMAGE: the default base's suite decides.
+    assert lines["python-version"].endswith("'3.11'  (base image debian-packages:bookworm)")
 
 
 def test_setuptools_project_with_uv_build(session_dir, hatch_env):

@@ -20,8 +20,8 @@ ARCHIVE = "dist/example-service-0.1.0.tar"
 
 
 @pytest.fixture(scope="module")
-def updated_base(session_dir, base_image) -> str:
-    return testbed.updated_base(base_image, session_dir / "updated-base")
+def updated_base(session_dir, base_layout) -> str:
+    return testbed.updated_base(base_layout, session_dir / "updated-base")
 
 
 def layer_digests(archive: Path) -> list[str]:
@@ -43,7 +43,7 @@ def test_inspect_and_sbom_from_a_registry_fetch_only_the_sbom_layer(
     data = json.loads(report.stdout)
     assert data["digest"] == testbed.read_archive_manifest(project / "dist/inspect-0.1.0.tar")[0]
     assert [layer["origin"] for layer in data["layers"]] == [
-        "run image",
+        *["run image"] * 5,  # the assembled base's five layers
         "python-buildpacks/dependencies venv",
         "app",
         "process types",
@@ -105,9 +105,9 @@ def test_rebase_an_archive_onto_an_updated_base(session_dir, hatch_env, updated_
 
 
 def test_rebase_in_a_registry_uploads_no_layer(
-    session_dir, hatch_env, registry, base_image, updated_base, podman
+    session_dir, hatch_env, registry, base_layout, updated_base, podman
 ):
-    old_base = testbed.push_layout(base_image, registry, "base/debian:bookworm")
+    old_base = testbed.push_layout(base_layout, registry, "base/debian:bookworm")
     new_base = testbed.push_layout(updated_base, registry, "base/debian:updated")
     image = f"{registry.host}/team/rebase:0.1.0"
     project = testbed.copy_example(session_dir / "rebase-registry")

@@ -224,8 +224,8 @@ def test_push_through_a_flaky_proxy_completes_with_the_same_digest(
         proxy.stop()
 
 
-def test_base_pull_policy_uses_the_local_cache(session_dir, hatch_env, registry, base_image):
-    testbed.push_layout(base_image, registry, "base/policy:bookworm")
+def test_base_pull_policy_uses_the_local_cache(session_dir, hatch_env, registry, base_layout):
+    testbed.push_layout(base_layout, registry, "base/policy:bookworm")
     env = {
         "BP_BASE_IMAGE": f"{registry.host}/base/policy:bookworm",
         "BP_CACHE_DIR": str(session_dir / "policy-cache"),
@@ -270,7 +270,8 @@ def test_daemon_load_into_podmans_docker_api(session_dir, hatch_env, podman):
         digest = testbed.read_archive_manifest(
             session_dir / "daemon" / "dist/daemon-example-0.1.0.tar"
         )[0]
-        # A builder with no cache and no dist/ reuses the layers of the daemon's previous image.
+        # A builder with no layer cache (only the base, as after any first build) and no dist/
+        # reuses the layers of the daemon's previous image.
         again_project = testbed.copy_example(session_dir / "daemon-again")
         again = testbed.hatch_build(
             again_project,
@@ -279,7 +280,7 @@ def test_daemon_load_into_podmans_docker_api(session_dir, hatch_env, podman):
                 "BP_DAEMON": "true",
                 "DOCKER_HOST": f"unix://{socket_path}",
                 "BP_IMAGE": "daemon-example:0.1.0",
-                "BP_CACHE_DIR": str(session_dir / "daemon-cache"),
+                "BP_CACHE_DIR": testbed.seeded_cache(session_dir / "daemon-cache"),
             },
         )
         out = again.stdout + again.stderr
@@ -303,11 +304,11 @@ def test_daemon_load_into_podmans_docker_api(session_dir, hatch_env, podman):
 
 
 def test_bearer_token_registry_anonymous_pull_and_authenticated_push(
-    session_dir, hatch_env, registry, base_image
+    session_dir, hatch_env, registry, base_layout
 ):
     proxy = testbed.TokenProxy(registry.host, {USER: PASSWORD})
     try:
-        testbed.push_layout(base_image, registry, "base/token:bookworm")
+        testbed.push_layout(base_layout, registry, "base/token:bookworm")
         base = f"{proxy.host}/base/token:bookworm"
         _, pulled = build(
             session_dir,
@@ -349,14 +350,14 @@ def test_bearer_token_registry_anonymous_pull_and_authenticated_push(
 
 
 def test_identity_token_from_docker_config_pushes_through_the_oauth2_flow(
-    session_dir, hatch_env, registry, base_image
+    session_dir, hatch_env, registry, base_layout
 ):
     """``docker login`` against a token provider leaves an ``identitytoken`` (an OAuth2
     refresh token) in config.json and no password: it is traded for a push token."""
     refresh = "refresh-token-4f1c9a"
     proxy = testbed.TokenProxy(registry.host, {USER: PASSWORD}, refresh_tokens=(refresh,))
     try:
-        base = testbed.push_layout(base_image, registry, "base/identity:bookworm")
+        base = testbed.push_layout(base_layout, registry, "base/identity:bookworm")
         config_dir = session_dir / "identity-docker"
         config_dir.mkdir()
         entry = {"auth": base64.b64encode(b"<token>:").decode(), "identitytoken": refresh}

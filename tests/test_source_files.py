@@ -123,7 +123,9 @@ def test_no_planted_secret_reaches_a_layer_a_label_or_the_output(session_dir, ba
     root.mkdir()
     plant(root)
     (root / ("caf\udce9.txt")).write_text("a file name that is not UTF-8\n")  # latin-1 é
-    env = testbed.clean_env(BP_BASE_IMAGE=base_image, BP_CACHE_DIR=str(session_dir / "cache"))
+    env = testbed.clean_env(
+        BP_BASE_IMAGE=base_image, BP_CACHE_DIR=testbed.seeded_cache(session_dir / "cache")
+    )
     result = testbed.cli("build", str(root), env=env)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out

@@ -125,10 +125,10 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def private_base(base_image: str, directory: Path) -> str:
-    """The shared local base as a layout of this test's own, its blobs shared: the check
+def private_base(base_layout: str, directory: Path) -> str:
+    """The session's base layout as a layout of this test's own, its blobs shared: the check
     watches a layout's index.json, which other processes on the machine may touch."""
-    layout, tag = base_image.removeprefix("oci-layout:").rsplit(":", 1)
+    layout, tag = base_layout.removeprefix("oci-layout:").rsplit(":", 1)
     directory.mkdir()
     for name in ("index.json", "oci-layout"):
         shutil.copyfile(Path(layout) / name, directory / name)
@@ -136,7 +136,7 @@ def private_base(base_image: str, directory: Path) -> str:
     return f"oci-layout:{directory}:{tag}"
 
 
-def make_bed(tmp_path: Path, base_image: str) -> Bed:
+def make_bed(tmp_path: Path, base_layout: str) -> Bed:
     repo = tmp_path / "repo"
     write(repo / ".gitignore", "*.log\nforced/\ndist/\n")
     write(repo / "VERSION.py", '__version__ = "1.0.0"\n')
@@ -162,7 +162,7 @@ def make_bed(tmp_path: Path, base_image: str) -> Bed:
     bed = Bed(
         repo,
         testbed.clean_env(
-            BP_BASE_IMAGE=private_base(base_image, tmp_path / "base"),
+            BP_BASE_IMAGE=private_base(base_layout, tmp_path / "base"),
             BP_CACHE_DIR=str(tmp_path / "cache"),
         ),
     )
@@ -173,8 +173,8 @@ def make_bed(tmp_path: Path, base_image: str) -> Bed:
 
 
 @pytest.fixture
-def bed(tmp_path: Path, base_image: str) -> Iterator[Bed]:
-    yield make_bed(tmp_path, base_image)
+def bed(tmp_path: Path, base_layout: str) -> Iterator[Bed]:
+    yield make_bed(tmp_path, base_layout)
 
 
 def image_text(archive: Path) -> bytes:
@@ -386,11 +386,11 @@ def mutations(bed: Bed) -> dict[str, Callable[[random.Random], None]]:
     ]}  # fmt: skip
 
 
-def test_checked_builds_equal_forced_full_builds_over_random_changes(tmp_path, base_image):
+def test_checked_builds_equal_forced_full_builds_over_random_changes(tmp_path, base_layout):
     seed = int(os.environ.get("UPTODATE_SEED") or random.SystemRandom().randrange(2**32))
     print(f"UPTODATE_SEED={seed}")
     rng = random.Random(seed)
-    bed = make_bed(tmp_path, base_image)
+    bed = make_bed(tmp_path, base_layout)
     changes = mutations(bed)
     for name in sorted(VERSIONS):
         bed.same_as_forced(name)
@@ -492,7 +492,7 @@ tool-app = "tool_app:main"
 """
 
 
-def test_the_setuptools_backend_skips_an_up_to_date_image(tmp_path, base_image):
+def test_the_setuptools_backend_skips_an_up_to_date_image(tmp_path, base_layout):
     root = tmp_path / "tool-app"
     write(root / "pyproject.toml", SETUPTOOLS_PYPROJECT)
     write(root / ".python-version", "3.11\n")
@@ -501,7 +501,7 @@ def test_the_setuptools_backend_skips_an_up_to_date_image(tmp_path, base_image):
     # setuptools stamps the wheel's entries with the files' times (egg-info is rewritten on
     # every build) unless SOURCE_DATE_EPOCH is set.
     env = testbed.clean_env(
-        BP_BASE_IMAGE=private_base(base_image, tmp_path / "base"),
+        BP_BASE_IMAGE=private_base(base_layout, tmp_path / "base"),
         BP_CACHE_DIR=str(tmp_path / "cache"),
         SOURCE_DATE_EPOCH="1700000000",
     )

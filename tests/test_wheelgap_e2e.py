@@ -56,7 +56,7 @@ def test_arm64_pin_without_an_arm64_wheel_fails_naming_the_nearest(session_dir):
 def test_host_platform_builds_and_a_warm_edit_never_runs_the_check(session_dir, base_image):
     project = plain_app(session_dir / "wheelgap-amd64", REQUIREMENTS)
     cache = session_dir / "wheelgap-amd64-cache"
-    env = testbed.clean_env(BP_CACHE_DIR=str(cache), BP_BASE_IMAGE=base_image)
+    env = testbed.clean_env(BP_CACHE_DIR=testbed.seeded_cache(cache), BP_BASE_IMAGE=base_image)
     cold = testbed.cli("build", str(project), env=env)
     assert cold.returncode == 0, cold.stdout + cold.stderr
     pages = cache / "index-pages"

@@ -13,18 +13,86 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from buildpacks.oci.model import Image
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example-project"
 BIN = Path(sys.executable).parent
 
 
-def base_image() -> str:
-    """The local Debian base (made once by scripts/make-base-image.sh) as an oci-layout spec."""
+# The suite's default base: assembled from Debian's packages, as the README's first build
+# would be with no Docker Hub in reach.
+DEBIAN_BASE = "debian-packages:bookworm"
+
+
+def debootstrap_base() -> str:
+    """The "foreign" Debian base: made once by scripts/make-base-image.sh with debootstrap
+    (one layer, a dpkg database, a shell), as an oci-layout spec. For what a base made by
+    other tools must give, and for tests that need a shell or a layout on disk."""
     out = subprocess.run(
         [str(REPO / "scripts" / "make-base-image.sh")], capture_output=True, text=True, check=True
     )
     return out.stdout.strip().splitlines()[-1]
+
+
+# What an earlier build on this machine left of the default base in its cache: the verified
+# InRelease files and the assembled image's record and layers. Set once per test session by
+# conftest's ``debian_cache``.
+_warm_cache: Path | None = None
+
+
+def warm_debian_cache(directory: Path) -> Image:
+    """Assemble the default base into the cache ``directory`` (as a first build does, with
+    the default pull policy) and let ``seeded_cache`` copy from it."""
+    from buildpacks.oci.blobs import BlobStore
+    from buildpacks.oci.model import Platform
+    from buildpacks.oci.source import open_image
+
+    global _warm_cache
+    image = open_image(DEBIAN_BASE, Platform(), BlobStore(directory / "blobs"))
+    _warm_cache = directory
+    return image
+
+
+def seeded_cache(cache: Path) -> str:
+    """``cache`` (a new cache directory) holding what a first build on this machine left of
+    the default base, so that a test's cold cache is cold for its own layers without
+    assembling the base again. The pull policy is untouched: with ``if-not-present`` the
+    cached InRelease files are used (and verified), with ``always`` they are fetched again.
+    Blobs are copied, not linked: a test damaging its cache damages only its own."""
+    if _warm_cache is not None and not (cache / "debian").exists():
+        shutil.copytree(_warm_cache / "debian" / "inrelease", cache / "debian" / "inrelease")
+        shutil.copytree(_warm_cache / "debian" / "images", cache / "debian" / "images")
+        for record in (_warm_cache / "debian" / "images").glob("*.json"):
+            for layer in json.loads(record.read_text())["layers"]:
+                digest = layer["descriptor"]["digest"].replace(":", "/")
+                (cache / "blobs" / digest).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(_warm_cache / "blobs" / digest, cache / "blobs" / digest)
+    return str(cache)
+
+
+def write_layout(image: Image, layout: Path, tag: str) -> str:
+    """``image`` as an OCI image layout at ``layout`` (``tag`` its ref name); its spec."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for layer in image.layers:
+        shutil.copyfile(layer.path, blobs / layer.digest.removeprefix("sha256:"))
+    (blobs / image.config_descriptor().digest.removeprefix("sha256:")).write_bytes(
+        image.config_bytes()
+    )
+    (blobs / image.digest().removeprefix("sha256:")).write_bytes(image.manifest_bytes())
+    manifest = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": image.digest(),
+        "size": len(image.manifest_bytes()),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return f"oci-layout:{layout}:{tag}"
 
 
 def free_port() -> int:
@@ -381,8 +449,9 @@ class TokenProxy(Proxy):
 
 
 def updated_base(base_spec: str, directory: Path) -> str:
-    """The local Debian base with one more file (/etc/base-update) in a new top layer, as an
-    OS update would give: a new run image for rebase tests."""
+    """The base of the OCI layout ``base_spec`` (tag ``bookworm``) with one more file
+    (/etc/base-update) in a new top layer, as an OS update would give: a new run image for
+    rebase tests."""
     layout = directory / "layout"
     if not (layout / "index.json").exists():
         shutil.copytree(base_spec.removeprefix("oci-layout:").rsplit(":", 1)[0], layout)
@@ -498,3 +567,30 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BP_")}
     env.update(extra)
     return env
+
+
+class SigningKey:
+    """An OpenPGP key made for a test, as a private Debian mirror (aptly, reprepro) has one:
+    ``keyring`` is its public keyring file (binary, as ``gpg --export`` writes it), for
+    ``debian-keyring``."""
+
+    def __init__(self, directory: Path, name: str = "mirror") -> None:
+        import pysequoia
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self._tsk = pysequoia.Tsk.generate(f"Test {name} <{name}@example.invalid>")
+        self.keyring = directory / f"{name}.gpg"
+        self.keyring.write_bytes(bytes(self._tsk.extract_certificate()))
+
+    def clearsign(self, text: bytes) -> bytes:
+        """``text`` as an ``InRelease`` file signed with this key."""
+        import pysequoia
+
+        return pysequoia.sign(self._tsk.signer(), text, mode=pysequoia.SignatureMode.CLEAR)
+
+
+def first_own_layer(config: dict) -> int:
+    """The index of the first layer a build added above its run image, from the lifecycle
+    label's ``runImage.topLayer``: right for a base of any number of layers."""
+    meta = json.loads(config["config"]["Labels"]["io.buildpacks.lifecycle.metadata"])
+    return config["rootfs"]["diff_ids"].index(meta["runImage"]["topLayer"]) + 1

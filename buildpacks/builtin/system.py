@@ -6,7 +6,9 @@ database what is installed."""
 
 from __future__ import annotations
 
-from buildpacks.builtin import BuildContext, cache_key, layer_path, reuse_or_build
+from pathlib import Path
+
+from buildpacks.builtin import BuildContext, cache_key, code_key, layer_path, reuse_or_build
 from buildpacks.config import BuildConfig
 from buildpacks.debian import is_dpkg_record
 from buildpacks.errors import BuildError
@@ -26,25 +28,21 @@ class SystemPackagesBuildpack:
         return bool(config.system_packages)
 
     def build(self, ctx: BuildContext) -> None:
-        from buildpacks.debian import DEFAULT_MIRROR
+        from buildpacks.debian import DEFAULT_MIRROR, check_architecture
         from buildpacks.debian.archive import Fetcher
         from buildpacks.debian.assemble import (
-            code_digest,
+            CODE,
             indexes,
             installed_packages,
             suite_of_os_release,
             system_packages_layer,
         )
-        from buildpacks.debian.ldcache import TRIPLETS, is_library
+        from buildpacks.debian.ldcache import is_library
 
         config = ctx.config
         image = ctx.run_image
         arch = config.platform.architecture
-        if arch not in TRIPLETS:
-            raise BuildError(
-                f"system-packages: platform {config.platform} is not supported; "
-                f"supported architectures: {', '.join(TRIPLETS)}"
-            )
+        check_architecture(config.platform, "system-packages")
         found = rootfs.find(
             image,
             wanted=lambda p: p in _OS_RELEASE or is_dpkg_record(p) or is_library(p, arch),
@@ -65,7 +63,8 @@ class SystemPackagesBuildpack:
             {p: e.content or b"" for p, e in found.items() if is_dpkg_record(p)}
         )
         mirror = config.debian_mirror or DEFAULT_MIRROR
-        fetcher = Fetcher(mirror, ctx.log)
+        keyring = Path(config.debian_keyring) if config.debian_keyring else None
+        fetcher = Fetcher(mirror, ctx.log, keyring)
         try:
             archive = indexes(
                 suite,
@@ -83,7 +82,7 @@ class SystemPackagesBuildpack:
                     "installed": sorted(installed.items()),
                     "libraries": sorted(p for p in found if is_library(p, arch)),
                     "platform": str(config.platform),
-                    "code": code_digest(),
+                    "code": code_key(__name__, *CODE),
                 }
             )
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from buildpacks.oci.model import Platform
+
 TRANSPORT = "debian-packages:"
+# The label of an assembled base listing its packages (name, version, architecture, SHA-256).
+PACKAGES_LABEL = "io.python-buildpacks.debian.packages"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 _DPKG_RECORD = re.compile(r"^var/lib/dpkg/(status|status\.d/[^/]+)$")
 
@@ -32,6 +36,19 @@ SUITES = {
     "bookworm": Suite("bookworm", "12", "3.11"),
     "trixie": Suite("trixie", "13", "3.13"),
 }
+
+
+def check_architecture(platform: Platform, what: str) -> None:
+    """A ``BuildError`` unless Debian images can be made for ``platform`` (``what``: the
+    setting that asks, e.g. ``base image debian-packages:bookworm``)."""
+    from buildpacks.debian.ldcache import TRIPLETS
+    from buildpacks.errors import BuildError
+
+    if platform.architecture not in TRIPLETS:
+        raise BuildError(
+            f"{what}: platform {platform} is not supported; "
+            f"supported architectures: {', '.join(TRIPLETS)}"
+        )
 
 
 def suite_of(spec: str) -> Suite:

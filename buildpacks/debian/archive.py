@@ -1,7 +1,8 @@
 """The Debian archive, verified end to end: ``InRelease`` against the Debian archive keys
-(shipped with this package), each ``Packages`` index against the SHA-256 its ``InRelease``
-lists, each ``.deb`` against the SHA-256 its ``Packages`` entry lists. Indexes are cached,
-decompressed, by their digest; ``.deb`` files are kept in the blob store by digest."""
+(shipped with this package; a private mirror's own keys with ``debian-keyring``), each
+``Packages`` index against the SHA-256 its ``InRelease`` lists, each ``.deb`` against the
+SHA-256 its ``Packages`` entry lists. Indexes are cached, decompressed, by their digest;
+``.deb`` files are kept in the blob store by digest."""
 
 from __future__ import annotations
 
@@ -100,23 +101,40 @@ class Deb:
 
 
 @cache
-def _certs() -> list:
-    import pysequoia
-
-    return pysequoia.Cert.split_file(str(KEYRING))
-
-
-def verify_in_release(data: bytes, what: str) -> bytes:
-    """The signed text of an ``InRelease`` file if a Debian archive key signed it."""
+def _certs(keyring: Path) -> list:
+    """The certificates of an OpenPGP keyring file (binary or armored)."""
     import pysequoia
 
     try:
-        verified = pysequoia.verify(bytes=data, store=lambda ids: _certs())
+        data = keyring.read_bytes()
+    except OSError as e:
+        raise BuildError(f"debian-keyring {keyring}: cannot be read ({e.strerror})") from None
+    try:
+        certs = pysequoia.Cert.split_bytes(data)
+    except (RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else "unreadable"
+        raise BuildError(f"debian-keyring {keyring}: not an OpenPGP keyring ({reason})") from None
+    if not certs:
+        raise BuildError(f"debian-keyring {keyring}: not an OpenPGP keyring (no key in it)")
+    return certs
+
+
+def verify_in_release(data: bytes, what: str, keyring: Path = KEYRING) -> bytes:
+    """The signed text of an ``InRelease`` file if a key of ``keyring`` (by default the
+    Debian archive keys) signed it."""
+    import pysequoia
+
+    certs = _certs(keyring)
+    keys = "the Debian archive keys" if keyring == KEYRING else f"debian-keyring {keyring}"
+    try:
+        verified = pysequoia.verify(bytes=data, store=lambda ids: certs)
     except (RuntimeError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else "no valid signature"
-        raise BuildError(f"{what}: OpenPGP signature does not verify ({reason})") from None
+        raise BuildError(
+            f"{what}: OpenPGP signature does not verify with {keys} ({reason})"
+        ) from None
     if not verified.valid_sigs:
-        raise BuildError(f"{what}: OpenPGP signature does not verify")
+        raise BuildError(f"{what}: OpenPGP signature does not verify with {keys}")
     return verified.bytes
 
 
@@ -134,11 +152,15 @@ def index_digests(signed: bytes, dist: str, what: str) -> dict[str, tuple[str, i
 
 
 class Fetcher:
-    """Fetches from the mirror; one HTTP client per build, errors naming the mirror."""
+    """Fetches from the mirror; one HTTP client per build, errors naming the mirror.
+    ``keyring`` holds the keys the mirror's ``InRelease`` files must be signed with."""
 
-    def __init__(self, mirror: str, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, mirror: str, log: Callable[[str], None], keyring: Path | None = None
+    ) -> None:
         self.mirror = mirror
         self.log = log
+        self.keyring = keyring or KEYRING
         self._client = None
         self._lock = threading.Lock()  # indexes and .debs are fetched from several threads
 
@@ -229,7 +251,7 @@ def load_index(
     fresh = data is None
     if data is None:
         data = fetcher.get(archive.in_release)
-    signed = verify_in_release(data, archive.in_release)
+    signed = verify_in_release(data, archive.in_release, fetcher.keyring)
     if fresh:
         signed_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(signed_path, data.decode("utf-8"))

@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildpacks.builtin import code_key
 from buildpacks.config import source_date_epoch
-from buildpacks.debian import SUITES, Suite, suite_of
+from buildpacks.debian import PACKAGES_LABEL, SUITES, Suite, check_architecture, suite_of
 from buildpacks.debian.archive import Deb, Fetcher, archives, fetch_debs, load_index
-from buildpacks.debian.ldcache import TRIPLETS, ld_so_cache
+from buildpacks.debian.ldcache import ld_so_cache
 from buildpacks.debian.resolve import Universe, resolve
 from buildpacks.debian.unpack import (
     LayerWriter,
@@ -32,7 +33,6 @@ from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore, write_atomic
 from buildpacks.oci.model import Descriptor, Image, Layer, Platform
 
-PACKAGES_LABEL = "io.python-buildpacks.debian.packages"
 IMAGE_UID = IMAGE_GID = 1000  # the user export runs the image as
 # The run image's packages besides the suite's Python.
 # libc-bin brings ldconfig, which ctypes.util.find_library runs to find C libraries.
@@ -99,12 +99,15 @@ def indexes(
     return Indexes(suite, architecture, tuple(digests), load)
 
 
-def code_digest() -> str:
-    """The digest of the code that turns packages into layers: part of every cache key."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.read_bytes())
-    return h.hexdigest()
+# The modules whose code turns packages into layers: named in every cache key (``code_key``).
+CODE = (
+    "buildpacks.debian",
+    "buildpacks.debian.archive",
+    "buildpacks.debian.assemble",
+    "buildpacks.debian.ldcache",
+    "buildpacks.debian.resolve",
+    "buildpacks.debian.unpack",
+)
 
 
 def _write_packages(
@@ -136,6 +139,14 @@ def package_records(debs: Iterable[Deb]) -> list[dict[str, str]]:
     ]
 
 
+def _image(config: dict, layers: list[Layer]) -> Image:
+    """The assembled image, its manifest digest known as a pulled image's is (the
+    ``org.opencontainers.image.base.digest`` of images built on it)."""
+    image = Image(config, layers)
+    image.manifest_digest = image.digest()
+    return image
+
+
 def _cached(store: BlobStore, record: Path) -> Image | None:
     try:
         data = json.loads(record.read_text())
@@ -148,7 +159,7 @@ def _cached(store: BlobStore, record: Path) -> Image | None:
     if not all(store.has(layer.digest) for layer in layers):
         return None
     layers = [Layer(lay.descriptor, lay.diff_id, store.path(lay.digest)) for lay in layers]
-    return Image(data["config"], layers)
+    return _image(data["config"], layers)
 
 
 def assemble(
@@ -158,24 +169,22 @@ def assemble(
     mirror: str,
     pull_policy: str,
     log: Callable[[str], None],
+    keyring: Path | None = None,
 ) -> Image:
     """The run image ``debian-packages:SUITE`` names, for ``platform``, from the cache when
-    the verified indexes are unchanged."""
+    the verified indexes are unchanged; ``keyring``: the keys ``mirror`` signs with, if not
+    Debian's."""
     suite = suite_of(spec)
-    if platform.architecture not in TRIPLETS:
-        raise BuildError(
-            f"base image {spec}: platform {platform} is not supported; "
-            f"supported architectures: {', '.join(TRIPLETS)}"
-        )
+    check_architecture(platform, f"base image {spec}")
     cache_root = store.root.parent / "debian"
-    fetcher = Fetcher(mirror, log)
+    fetcher = Fetcher(mirror, log, keyring)
     try:
         found = indexes(suite, platform.architecture, mirror, cache_root, fetcher, pull_policy)
         roots = (*python_packages(suite), *BASE_PACKAGES)
         mtime = source_date_epoch()
         key = hashlib.sha256(
             json.dumps(
-                [suite.codename, str(platform), found.digests, roots, mtime, code_digest()]
+                [suite.codename, str(platform), found.digests, roots, mtime, code_key(*CODE)]
             ).encode()
         ).hexdigest()
         record = cache_root / "images" / f"{key}.json"
@@ -250,7 +259,7 @@ def assemble(
             }
         ),
     )
-    return Image(config, layers)
+    return _image(config, layers)
 
 
 def installed_packages(status: Mapping[str, bytes]) -> dict[str, str]:

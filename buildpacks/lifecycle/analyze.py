@@ -36,6 +36,7 @@ def analyze(config: BuildConfig, store: BlobStore, log: Callable[[str], None]) -
             pull_policy=config.pull_policy,
             transfers=Transfers(log),
             debian_mirror=config.debian_mirror,
+            debian_keyring=config.debian_keyring,
         )
     except BuildError as e:
         if config.base_image.startswith(TRANSPORTS):

@@ -15,12 +15,14 @@ from collections.abc import Callable, Sequence
 
 from buildpacks import cnb
 from buildpacks.builtin.runtime import inspect_run_image
+from buildpacks.debian import PACKAGES_LABEL
 from buildpacks.errors import BuildError
 from buildpacks.inspect import lifecycle_metadata
 from buildpacks.oci.model import Image, ImageSource, Layer, Platform
 from buildpacks.oci.source import TRANSPORTS
 
-BASE_LABELS = "io.buildpacks.base."
+# Labels that describe the run image: they go with it when an image is rebased.
+BASE_LABELS = ("io.buildpacks.base.", PACKAGES_LABEL)
 OCI = "org.opencontainers.image."
 
 

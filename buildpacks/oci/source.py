@@ -87,19 +87,23 @@ def open_image(
     pull_policy: str = "if-not-present",
     transfers: Transfers | None = None,
     debian_mirror: str | None = None,
+    debian_keyring: str | None = None,
 ) -> Image:
     """The image ``spec`` names, with its blobs in ``store`` and verified.
 
     For registry references and Debian archives, ``pull_policy`` decides whether they are
     asked: ``always``; ``if-not-present`` (only when the local cache lacks the image or
-    index); ``never``.
+    index); ``never``. ``debian_mirror`` and ``debian_keyring``: where ``debian-packages:``
+    images come from and the keys that sign it.
     """
     if spec.startswith("debian-packages:"):
         from buildpacks.debian import DEFAULT_MIRROR
         from buildpacks.debian.assemble import assemble
 
         log = (transfers or Transfers(print)).log
-        image = assemble(spec, platform, store, debian_mirror or DEFAULT_MIRROR, pull_policy, log)
+        mirror = debian_mirror or DEFAULT_MIRROR
+        keyring = Path(debian_keyring) if debian_keyring else None
+        image = assemble(spec, platform, store, mirror, pull_policy, log, keyring)
     elif spec.startswith("oci-layout:"):
         path, tag = split_layout_spec(spec.removeprefix("oci-layout:"))
         image = read_layout(path, tag, platform, store, spec)
