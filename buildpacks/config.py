@@ -190,7 +190,7 @@ ALIASES = {"run-image": "base-image"}
 # Keys that set another key in a narrower form: ``platform`` is ``platforms`` of one entry.
 NARROW_ALIASES = {"platform": "platforms"}
 # The platforms images are built for: OCI architectures of Linux with the variants each
-# may name (the first is the one meant when none is named, as containerd normalises them).
+# may name.
 ARCHITECTURES: dict[str, tuple[str, ...]] = {
     "amd64": ("v1", "v2", "v3", "v4"),
     "arm64": ("v8",),

@@ -89,7 +89,8 @@ def _complete(
     minors = runtime.python_minors(facts[0])
     config = build_config.resolve(project, config.output_dir, env, overrides, base_pythons=minors)
     # The Python asked for (or inferred) must be in the base: checked before any wheel is built.
-    for target, image, found in zip(platforms.targets(config, print), images, facts, strict=True):
+    quiet = platforms.targets(config, lambda line: None)  # for the naming of errors only
+    for target, image, found in zip(quiet, images, facts, strict=True):
         machine = target.config.platform.machine
         with target.naming():
             runtime.find_runtime(image, config.python_version, machine, found)
