@@ -37,6 +37,7 @@ FLAG_ALIASES = {
     "default-process": ("-D",),
     "env": ("--env",),
     "processes": ("--process",),
+    "platforms": ("--platform",),
 }
 TABLE_FLAGS = {
     "env": (
@@ -69,6 +70,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags (None: not given)."""
     out: dict[str, Any] = {}
     for option in build_config.OPTIONS:
+        if option.key in build_config.NARROW_ALIASES:  # its flag is the wider key's
+            continue
         value = getattr(args, _dest(option.key))
         if value is not None and option.kind is dict:
             value = _pairs(option.key, value)
@@ -85,6 +88,8 @@ def _dest(key: str) -> str:
 def _add_settings(command: argparse.ArgumentParser) -> None:
     """A flag per setting: switches for booleans, repeatable flags for lists and tables."""
     for option in build_config.OPTIONS:
+        if option.key in build_config.NARROW_ALIASES:
+            continue
         where = option.env or "pyproject only"
         names = (f"--{option.key}", *FLAG_ALIASES.get(option.key, ()))
         if option.kind is dict:
@@ -128,14 +133,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     result = frontend.build_project(root, output, overrides, lambda line: print(line, flush=True))
     if args.sbom_output_dir:
         # A store of its own: the SBOM layer is copied out of the archive, not into a cache.
-        with (
-            tempfile.TemporaryDirectory(prefix="buildpacks-sbom-") as tmp,
-            open_source(
-                f"oci-archive:{result.archive}", result.platform, BlobStore(Path(tmp))
-            ) as source,
-        ):
-            for path in sbom.extract(source, Path(args.sbom_output_dir)):
-                print(f"SBOM: {path}")
+        several = len(result.platforms) > 1
+        for platform in result.platforms:
+            # With several platforms, each one's SBOM goes to a directory named after it.
+            out = Path(args.sbom_output_dir)
+            if several:
+                out = out / platform_dir(platform)
+            with (
+                tempfile.TemporaryDirectory(prefix="buildpacks-sbom-") as tmp,
+                open_source(
+                    f"oci-archive:{result.archive}", platform, BlobStore(Path(tmp))
+                ) as source,
+            ):
+                for path in sbom.extract(source, out):
+                    print(f"SBOM: {path}")
     return 0
 
 
@@ -174,7 +185,8 @@ def _options() -> RegistryOptions:
 
 
 def _configured_platform() -> Platform:
-    return Platform.parse(build_config.setting(build_config.environment_settings(), "platform"))
+    """The first platform ``BP_PLATFORMS``/``BP_PLATFORM`` name, else this machine's."""
+    return build_config.environment_platforms()[0]
 
 
 def _platform(args: argparse.Namespace) -> Platform:

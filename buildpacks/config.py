@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import platform as host
 import re
 import time
 from collections.abc import Mapping
@@ -64,7 +65,15 @@ OPTIONS = (
         None,
         "process type the image starts; default the only one, `web`, or the project's name",
     ),
-    Option("platform", "BP_PLATFORM", str, "linux/amd64", "target os/arch of the image"),
+    Option(
+        "platforms",
+        "BP_PLATFORMS",
+        list,
+        None,
+        "target os/arch of the image; several give one image index (e.g. "
+        "linux/amd64,linux/arm64); default this machine's",
+    ),
+    Option("platform", "BP_PLATFORM", str, None, "one target platform (platforms, one entry)"),
     Option("publish", "BP_PUBLISH", bool, "false", "push the image to the registry named by image"),
     Option("tags", "BP_TAGS", list, None, "more references to push the image as (comma-separated)"),
     Option(
@@ -178,6 +187,19 @@ OPTIONS = (
 OPTION_BY_KEY = {o.key: o for o in OPTIONS}
 # Other names for keys, as pack and Spring Boot users know them.
 ALIASES = {"run-image": "base-image"}
+# Keys that set another key in a narrower form: ``platform`` is ``platforms`` of one entry.
+NARROW_ALIASES = {"platform": "platforms"}
+# The platforms images are built for: OCI architectures of Linux with the variants each
+# may name.
+ARCHITECTURES: dict[str, tuple[str, ...]] = {
+    "amd64": ("v1", "v2", "v3", "v4"),
+    "arm64": ("v8",),
+    "arm": ("v7", "v6", "v5"),
+    "386": (),
+    "ppc64le": (),
+    "s390x": (),
+    "riscv64": (),
+}
 
 
 @dataclass(frozen=True)
@@ -188,6 +210,8 @@ class BuildConfig:
     image: str
     base_image: str
     python_version: str
+    # The platform a phase builds for: the first of ``platforms``, replaced by the lifecycle
+    # as it builds each of them.
     platform: Platform
     default_process: str | None
     processes: dict[str, str]
@@ -215,6 +239,7 @@ class BuildConfig:
     debian_mirror: str | None = None
     debian_keyring: str | None = None  # absolute path; None: Debian's archive keys
     warnings: tuple[str, ...] = ()
+    platforms: tuple[Platform, ...] = ()  # every platform asked for, in order; one image each
 
     @property
     def needs_base_python(self) -> bool:
@@ -445,6 +470,52 @@ def resolve_python_version(
     )
 
 
+def parse_platform(text: str, origin: str) -> Platform:
+    """``linux/ARCH[/VARIANT]`` for an architecture images are built for; anything else is a
+    ``BuildError`` that lists what is accepted."""
+    parts = text.strip().split("/")
+    accepted = ", ".join(
+        f"linux/{arch}" + (f"[/{'|'.join(variants)}]" if variants else "")
+        for arch, variants in ARCHITECTURES.items()
+    )
+    if (
+        len(parts) in (2, 3)
+        and parts[0] == "linux"
+        and parts[1] in ARCHITECTURES
+        and (len(parts) == 2 or parts[2] in ARCHITECTURES[parts[1]])
+    ):
+        return Platform(*parts)
+    raise BuildError(
+        f"{origin}: {text!r} is not a platform; write os/arch[/variant], one of {accepted}"
+    )
+
+
+def resolve_platforms(values: dict[str, Any], origins: dict[str, str]) -> tuple[Platform, ...]:
+    """``platforms`` (or ``platform``, its one-entry form) parsed, in order; unset, this
+    machine's platform. Its origin is recorded under ``platforms``."""
+    if "platform" in values and "platforms" in values:
+        raise BuildError(
+            f"platform ({origins['platform']}) and platforms ({origins['platforms']}) are the "
+            "same setting (platform is a one-entry platforms); give one"
+        )
+    if "platform" in values:
+        texts, origin = [values["platform"]], origins["platform"]
+        origins["platforms"] = f"platform, {origin}"
+    elif "platforms" in values:
+        texts, origin = values["platforms"], origins["platforms"]
+    else:
+        origins["platforms"] = f"this machine ({host.machine()})"
+        return (Platform.host(),)
+    where = f"platforms ({origin})"
+    if not texts:
+        raise BuildError(f"{where}: give at least one platform, e.g. linux/amd64")
+    platforms = tuple(parse_platform(text, where) for text in texts)
+    for i, one in enumerate(platforms):
+        if one in platforms[:i]:
+            raise BuildError(f"{where}: {one} is given twice")
+    return platforms
+
+
 def resolve_cache_dir(values: Mapping[str, Any]) -> Path:
     """``cache-dir`` if given, else the user's cache directory."""
     return cache_dir(values.get("cache-dir"))
@@ -453,6 +524,13 @@ def resolve_cache_dir(values: Mapping[str, Any]) -> Path:
 def environment_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The settings ``BP_*`` variables give, for commands run outside a project."""
     return gather({}, os.environ if env is None else env, {})[0]
+
+
+def environment_platforms(env: Mapping[str, str] | None = None) -> tuple[Platform, ...]:
+    """The platforms ``BP_PLATFORMS``/``BP_PLATFORM`` name, else this machine's, for
+    commands run outside a project."""
+    values, origins = gather({}, os.environ if env is None else env, {})
+    return resolve_platforms(values, origins)
 
 
 def default_image(project: Project) -> str:
@@ -520,10 +598,7 @@ def resolve(
             raise BuildError(f"image ({origins['image']}): {e}") from None
     else:
         values["image"], origins["image"] = default_image(project), "project name and version"
-    try:
-        platform = Platform.parse(setting(values, "platform"))
-    except ValueError as e:
-        raise BuildError(f"platform ({origins.get('platform')}): {e}") from None
+    platforms = resolve_platforms(values, origins)
     pull_policy = setting(values, "pull-policy")
     if pull_policy not in PULL_POLICIES:
         raise BuildError(
@@ -565,7 +640,8 @@ def resolve(
         image=values["image"],
         base_image=values["base-image"],
         python_version=python,
-        platform=platform,
+        platform=platforms[0],
+        platforms=platforms,
         default_process=values.get("default-process"),
         processes=dict(values.get("processes") or {}),
         env=dict(values.get("env") or {}),

@@ -181,7 +181,7 @@ def build_project(
         analysis, wheel = analyze_project(
             root, output_dir, overrides, Path(tmp), log, wheel_builder
         )
-        return build_unless_up_to_date(analysis.config, wheel, log, run_image=analysis.run_image)
+        return build_unless_up_to_date(analysis.config, wheel, log, run_images=analysis.run_images)
 
 
 def build_unless_up_to_date(
@@ -191,14 +191,14 @@ def build_unless_up_to_date(
     *,
     env: Mapping[str, str] = os.environ,
     code: Iterable[Path] = (),
-    run_image: Image | None = None,
+    run_images: tuple[Image, ...] | None = None,
 ) -> BuildResult:
     """``build_image``, skipped when the last build of the project into the same directory
     had the same inputs. The project's backend is not known here, so its wheel, already
     built, stands for everything the backend read: its content is part of the inputs (for
     an application without a wheel, every file its image copies is), with the resolved
     configuration (command-line flags and ``-C`` settings included). ``code``: the adapter
-    running the build, beside the core; ``run_image``: the base ``analyze.prepare`` opened."""
+    running the build, beside the core; ``run_images``: the bases ``analyze.prepare`` opened."""
     root = config.project.root
     record = uptodate.record_file(config.cache_dir, root, config.output_dir)
 
@@ -218,8 +218,8 @@ def build_unless_up_to_date(
     if found is not None and not config.clear_cache:  # clear-cache asks for a full build
         for line in uptodate.report(found):
             log(line)
-        return BuildResult(found.image, found.digest, Path(found.archive), config.platform)
-    result = build_image(config, wheel, log, run_image)
+        return BuildResult(found.image, found.digest, Path(found.archive), config.platforms)
+    result = build_image(config, wheel, log, run_images)
     uptodate.remember(record, current, config, result.digest, result.archive)
     return result
 
@@ -231,7 +231,7 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "base-image": config.base_image,
         "python-version": config.python_version,
         "default-process": config.default_process,
-        "platform": str(config.platform),
+        "platforms": [str(p) for p in config.platforms],
         "publish": config.publish,
         "tags": list(config.tags),
         "pull-policy": config.pull_policy,
@@ -253,7 +253,7 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "debian-mirror": config.debian_mirror,
         "debian-keyring": config.debian_keyring,
     }
-    missing = {o.key for o in build_config.OPTIONS} - set(values)
+    missing = {o.key for o in build_config.OPTIONS} - set(values) - set(build_config.NARROW_ALIASES)
     assert not missing, missing  # every option is shown
     width = max(map(len, values))
     return [

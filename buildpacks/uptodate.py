@@ -306,12 +306,17 @@ def remember(
     from buildpacks.oci.source import local_inputs
 
     store = BlobStore(config.cache_dir / "blobs")
-    base = local_inputs(config.base_image, config.platform, store, config.pull_policy)
+    # Every platform's base: a new base manifest for any of them is a new image.
+    bases = [
+        local_inputs(config.base_image, platform, store, config.pull_policy)
+        for platform in config.platforms
+    ]
     remote = config.publish or config.daemon or config.cache_image
-    if current is None or base is None or remote:
+    if current is None or any(base is None for base in bases) or remote:
         forget(path)
     else:
-        save(path, current, base, config.image, digest, archive)
+        watched = list(dict.fromkeys(p for base in bases for p in base or []))
+        save(path, current, watched, config.image, digest, archive)
 
 
 def check(path: Path, take: Callable[[], Fingerprint]) -> tuple[Fingerprint | None, Record | None]:

@@ -180,7 +180,7 @@ class ImageBuilder(BuilderInterface):
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
             wheel = Path(next(self._wheel_builder.build(directory=tmp, versions=["standard"])))
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
-            result = build_image(config, wheel, self.app.display_info, analysis.run_image)
+            result = build_image(config, wheel, self.app.display_info, analysis.run_images)
         uptodate.remember(
             self._record_file(directory), self._fingerprint, config, result.digest, result.archive
         )

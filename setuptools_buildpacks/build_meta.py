@@ -93,7 +93,7 @@ def build_wheel(
             out / name,
             log,
             code=[Path(__file__).parent],
-            run_image=analysis.run_image,
+            run_images=analysis.run_images,
         )
     except (Exception, KeyboardInterrupt) as e:
         if name is not None:  # the hook fails: no wheel of it is left in dist/ either

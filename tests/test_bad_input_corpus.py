@@ -378,7 +378,11 @@ CASES = [
         build("--pull-policy", "sometimes"),
         r"pull-policy \(command line\) must be one of",
     ),
-    Case("bad platform", build("--platform", "linux"), r"platform \(command line\)"),
+    Case(
+        "bad platform",
+        build("--platform", "linux"),
+        r"platforms \(command line\): 'linux' is not a platform; write os/arch",
+    ),
     Case("bad image reference", build("--image", "Bad Name:1"), r"image \(command line\)"),
     Case("bad tag", build("--tags", "ok:1,::"), r"tags \(command line\)"),
     Case(

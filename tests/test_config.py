@@ -8,6 +8,7 @@ import pytest
 
 from buildpacks.config import resolve, resolve_python_version
 from buildpacks.errors import BuildError
+from buildpacks.oci.model import Platform
 from buildpacks.project import Project
 
 
@@ -61,7 +62,7 @@ def test_defaults_image_and_base_from_project():
     config = resolve(project(requires_python=">=3.11,<3.13"), Path("/out"), env={})
     assert config.image == "my-service:1.2.0-local.1"
     assert config.base_image == "python:3.12-slim"
-    assert str(config.platform) == "linux/amd64"
+    assert config.platforms == (config.platform,) == (Platform.host(),)
     assert config.origins["image"] == "project name and version"
 
 

@@ -490,6 +490,34 @@ def push_layout(spec: str, registry: Registry, name: str) -> str:
     return target
 
 
+def push_base_index(
+    cache_dir: Path, registry: Registry, podman: Podman, work: Path, name: str = "bases/debian"
+) -> str:
+    """A two-platform base index in ``registry``, made as a user makes one: ``podman manifest
+    create/add/push --all`` from two single-architecture bases (Debian bookworm with Python,
+    assembled for amd64 and arm64 into ``cache_dir``, each written as an OCI archive). Its
+    reference."""
+    from buildpacks.debian import DEFAULT_MIRROR
+    from buildpacks.debian.assemble import assemble
+    from buildpacks.oci.archive import write_archive
+    from buildpacks.oci.blobs import BlobStore
+    from buildpacks.oci.model import Platform
+
+    store = BlobStore(cache_dir / "blobs")
+    work.mkdir(parents=True, exist_ok=True)
+    podman("manifest", "create", f"{name}:bookworm")
+    for arch in ("amd64", "arm64"):
+        platform = Platform("linux", arch)
+        image = assemble("debian-packages:bookworm", platform, store, DEFAULT_MIRROR,
+                         "if-not-present", print)  # fmt: skip
+        write_archive(image, work / f"{arch}.tar", f"debian:{arch}", 315532801)
+        podman("manifest", "add", f"{name}:bookworm", f"oci-archive:{work / f'{arch}.tar'}")
+    reference = f"{registry.host}/{name}:bookworm"
+    podman("manifest", "push", "--all", "--tls-verify=false", f"{name}:bookworm",
+           f"docker://{reference}")  # fmt: skip
+    return reference
+
+
 def registry_digest(reference: str) -> str:
     """The digest of the image a (plain-HTTP, loopback) registry holds under ``reference``."""
     out = subprocess.run(

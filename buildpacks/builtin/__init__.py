@@ -86,6 +86,9 @@ class BuildContext:
     packages: list[Package] = field(default_factory=list)  # for the SBOM
     # Layers of a previous image or cache image, by cache key; fetched only if used.
     reusable: dict[str, Callable[[], tuple[Layer, dict[str, Any]]]] = field(default_factory=dict)
+    # The wheel-gap check of every platform of the build at once, run by the first platform
+    # whose dependencies are installed (so never on a warm build); None: this platform's.
+    wheel_check: Callable[[], None] | None = None
 
     def need_runtime(self) -> Runtime:
         if self.runtime is None:

@@ -10,6 +10,7 @@ import platform
 import re
 import shutil
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import file_digest
 from buildpacks.oci.layer import TreeMapping, write_layer
-from buildpacks.oci.model import Layer
+from buildpacks.oci.model import Layer, Platform
 
 ID = "python-buildpacks/application"
 VERSION = "0.1.0"
@@ -151,6 +152,25 @@ def check_wheel_fits(wheel: Path, runtime: Runtime, host: Host | None = None) ->
     raise BuildError(
         f"the project's wheel {wheel.name} cannot be loaded by the image "
         f"(CPython {runtime.minor}, {cp}, {runtime.wheel_platform}; wheel tags: {shown}): {fix}"
+    )
+
+
+def check_pure(wheel: Path, platforms: Sequence[Platform]) -> None:
+    """A wheel built once serves several platforms only when it is pure Python
+    (``py3-none-any``); otherwise a ``BuildError`` saying how to build it."""
+    try:
+        tags = parse_wheel_filename(wheel.name)[3]
+    except InvalidWheelFilename as e:
+        raise BuildError(f"{wheel.name}: not a wheel file name ({e})") from None
+    if all(t.abi == "none" and t.platform == "any" for t in tags):
+        return
+    shown = ", ".join(sorted(map(str, tags)))
+    asked = ",".join(map(str, platforms))
+    raise BuildError(
+        f"the project's wheel {wheel.name} is not pure Python (tags: {shown}), so one wheel "
+        f"cannot serve the platforms {asked}: it must be built per platform; build one "
+        f"platform per run (e.g. BP_PLATFORMS={platforms[0]}), each on a machine of that "
+        "platform or from a wheel built for it"
     )
 
 

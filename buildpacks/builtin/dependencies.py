@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +158,11 @@ def index_urls(config: BuildConfig, locked: Locked) -> list[str]:
     return [*extras, default]
 
 
-def project_requirements(ctx: BuildContext, target: Target) -> Locked:
+def project_requirements(config: BuildConfig, target: Target) -> Locked:
     """With no lock file: the project's own dependencies (selected extras included),
     resolved at build time, so the build is not pinned."""
     lines = []
-    for text in sorted(ctx.config.project.requires_dist):
+    for text in sorted(config.project.requires_dist):
         requirement = Requirement(text)
         marker = requirement.marker
         requirement.marker = None
@@ -244,6 +245,43 @@ def make_venv(stage: Path, installed: Path, runtime: Runtime) -> None:
     (site / "_buildpacks_application.pth").write_text(pth)
 
 
+def requirements(config: BuildConfig, runtime: Runtime) -> tuple[Path | None, Target, Locked]:
+    """What the image installs on ``config.platform`` with ``runtime``: the lock file (None
+    without one), the target its markers are evaluated for, and the requirements."""
+    target = Target(
+        runtime.version,
+        config.platform.machine,
+        frozenset(config.extras),
+        frozenset(config.dependency_groups),
+    )
+    lock = find_lock(config.project.root)
+    if lock is not None:
+        return lock, target, read_lock(lock, target, config.cache_dir)
+    return None, target, project_requirements(config, target)
+
+
+def check_wheels(
+    platforms: Sequence[tuple[BuildConfig, Runtime]], log: Callable[[str], None]
+) -> None:
+    """The wheel-gap check of ``platforms`` (each one's configuration and Python) at once:
+    one error names every pinned dependency and platform without a wheel."""
+    from buildpacks import wheelgap  # only when dependencies are installed: not on warm builds
+
+    found = []
+    for config, runtime in platforms:
+        lock, target, locked = requirements(config, runtime)
+        found.append(wheelgap.PlatformDependencies(str(config.platform), runtime, target, locked))
+    config = platforms[0][0]
+    wheelgap.check_wheels(
+        found,
+        lock,
+        index_urls(config, locked),
+        config.cache_dir,
+        config.pull_policy == "never",
+        log,
+    )
+
+
 class DependenciesBuildpack:
     id = ID
     version = VERSION
@@ -254,23 +292,14 @@ class DependenciesBuildpack:
     def build(self, ctx: BuildContext) -> None:
         runtime = ctx.need_runtime()
         config = ctx.config
-        target = Target(
-            runtime.version,
-            config.platform.machine,
-            frozenset(config.extras),
-            frozenset(config.dependency_groups),
-        )
-        lock = find_lock(config.project.root)
+        lock, _, locked = requirements(config, runtime)
         if lock is not None:
-            locked = read_lock(lock, target, config.cache_dir)
             ctx.log(f"Dependencies locked by {lock.name}")
-        else:
-            locked = project_requirements(ctx, target)
-            if locked.text.strip():
-                ctx.log(
-                    "warning: no lock file (uv.lock, pylock.toml, poetry.lock, requirements.txt, "
-                    "Pipfile.lock): dependencies are resolved now, so this build is not pinned"
-                )
+        elif locked.text.strip():
+            ctx.log(
+                "warning: no lock file (uv.lock, pylock.toml, poetry.lock, requirements.txt, "
+                "Pipfile.lock): dependencies are resolved now, so this build is not pinned"
+            )
         index_args = index_arguments(config)
         key = cache_key(
             {
@@ -288,18 +317,12 @@ class DependenciesBuildpack:
         )
 
         def build_venv() -> tuple[Layer, dict[str, Any]]:
-            # Only when the layer is built (a cached layer's wheels were all found), and
-            # imported only then: the warm path never loads it.
-            from buildpacks import wheelgap
-
-            wheelgap.check_wheels(
-                [wheelgap.PlatformDependencies(str(config.platform), runtime, target, locked)],
-                lock,
-                index_urls(config, locked),
-                config.cache_dir,
-                config.pull_policy == "never",
-                ctx.log,
-            )
+            # Only when the layer is built (a cached layer's wheels were all found): the
+            # warm path never runs it.
+            if ctx.wheel_check is not None:
+                ctx.wheel_check()
+            else:
+                check_wheels([(config, runtime)], ctx.log)
             ctx.log(f"Installing dependencies from {locked.source} for {runtime.wheel_platform}")
             installed = ctx.work_dir / "uv-target"
             install(locked, installed, runtime, index_args, ctx.work_dir)

@@ -14,7 +14,9 @@ from buildpacks import config as build_config
 from buildpacks.builtin import runtime
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
+from buildpacks.lifecycle import platforms
 from buildpacks.oci.blobs import BlobStore
+from buildpacks.oci.manifest import MissingPlatform
 from buildpacks.oci.model import Image, RegistryOptions
 from buildpacks.oci.source import TRANSPORTS, open_image
 from buildpacks.progress import Transfers
@@ -39,7 +41,7 @@ def analyze(config: BuildConfig, store: BlobStore, log: Callable[[str], None]) -
             debian_keyring=config.debian_keyring,
         )
     except BuildError as e:
-        if config.base_image.startswith(TRANSPORTS):
+        if config.base_image.startswith(TRANSPORTS) or isinstance(e, MissingPlatform):
             raise
         # Most often the default base on Docker Hub, out of reach: say how to choose another.
         raise BuildError(
@@ -53,28 +55,46 @@ def analyze(config: BuildConfig, store: BlobStore, log: Callable[[str], None]) -
     return image
 
 
+def analyze_all(
+    config: BuildConfig, store: BlobStore, log: Callable[[str], None]
+) -> tuple[Image, ...]:
+    """The run image of each of ``config.platforms``, in order: the base's manifest for that
+    platform (a base lacking one fails, naming those it has)."""
+    images = []
+    for target in platforms.targets(config, log):
+        with target.naming():
+            images.append(analyze(target.config, store, target.log))
+    return tuple(images)
+
+
 @dataclass(frozen=True)
 class Analysis:
-    """The configuration completed by what the run image holds, and the run image."""
+    """The configuration completed by what the run images hold, and the run images, one per
+    platform of ``config.platforms``, with what the runtime buildpack read in each."""
 
     config: BuildConfig
-    run_image: Image
-    facts: dict[str, Any]  # runtime.inspect_run_image of the run image
+    run_images: tuple[Image, ...]
+    facts: tuple[dict[str, Any], ...]  # runtime.inspect_run_image of each run image
 
 
 def _complete(
     config: BuildConfig,
-    image: Image,
-    facts: dict[str, Any],
+    images: tuple[Image, ...],
+    facts: tuple[dict[str, Any], ...],
     project: Project,
     overrides: Mapping[str, Any] | None,
     env: Mapping[str, str] | None,
 ) -> Analysis:
-    minors = runtime.python_minors(facts)
+    # The first platform's base decides the Python; every platform's must have it.
+    minors = runtime.python_minors(facts[0])
     config = build_config.resolve(project, config.output_dir, env, overrides, base_pythons=minors)
     # The Python asked for (or inferred) must be in the base: checked before any wheel is built.
-    runtime.find_runtime(image, config.python_version, config.platform.machine, facts)
-    return Analysis(config, image, facts)
+    quiet = platforms.targets(config, lambda line: None)  # for the naming of errors only
+    for target, image, found in zip(quiet, images, facts, strict=True):
+        machine = target.config.platform.machine
+        with target.naming():
+            runtime.find_runtime(image, config.python_version, machine, found)
+    return Analysis(config, images, facts)
 
 
 def prepare(
@@ -84,14 +104,17 @@ def prepare(
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Analysis:
-    """Resolve the configuration of ``project``, open its run image and complete the
-    configuration with the base's Python; a base without the Python the build needs, or
-    whose Python ``requires-python`` refuses, is a ``BuildError``."""
+    """Resolve the configuration of ``project``, open its run image for each platform and
+    complete the configuration with the base's Python; a base without the Python the build
+    needs, or whose Python ``requires-python`` refuses, is a ``BuildError``."""
     config = build_config.resolve(project, output_dir, env, overrides)
     log("===> ANALYZING")
-    image = analyze(config, BlobStore(config.cache_dir / "blobs", log), log)
-    facts = runtime.run_image_facts(image, config.cache_dir, config.platform.machine)
-    analysis = _complete(config, image, facts, project, overrides, env)
+    images = analyze_all(config, BlobStore(config.cache_dir / "blobs", log), log)
+    facts = tuple(
+        runtime.run_image_facts(image, config.cache_dir, platform.machine)
+        for image, platform in zip(images, config.platforms, strict=True)
+    )
+    analysis = _complete(config, images, facts, project, overrides, env)
     for warning in analysis.config.warnings:
         log(f"warning: {warning}")
     return analysis
@@ -105,9 +128,9 @@ def reanalyze(
     env: Mapping[str, str] | None = None,
 ) -> Analysis:
     """``analysis`` for ``project`` as its wheel describes it (dynamic metadata resolved):
-    the same run image, not opened again, unless the base now named is another one (the
+    the same run images, not opened again, unless the base now named is another one (the
     default base follows the Python version)."""
     config = build_config.resolve(project, analysis.config.output_dir, env, overrides)
     if config.base_image != analysis.config.base_image:
         return prepare(project, analysis.config.output_dir, log, overrides, env)
-    return _complete(config, analysis.run_image, analysis.facts, project, overrides, env)
+    return _complete(config, analysis.run_images, analysis.facts, project, overrides, env)

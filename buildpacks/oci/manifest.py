@@ -13,6 +13,15 @@ from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import Descriptor, Image, ImageSource, Platform
 
 
+class MissingPlatform(BuildError):
+    """An image index with no image for the platform asked for: the index was read, so the
+    error is about the platform, not about reaching the image."""
+
+
+# The variant an architecture means when none is named (containerd's normalisation).
+DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7"}
+
+
 def index_platforms(index: dict[str, Any]) -> list[tuple[Platform, Descriptor]]:
     """The platforms an index serves, in its order, with their manifests; entries that are
     no platform's image (``unknown/unknown``: build attestations) are left out."""
@@ -26,12 +35,15 @@ def index_platforms(index: dict[str, Any]) -> list[tuple[Platform, Descriptor]]:
 
 
 def select_platform(index: dict[str, Any], platform: Platform, what: str) -> Descriptor:
-    """The manifest of an index that serves ``platform``."""
-    for entry in index.get("manifests", []):
-        if platform.matches(entry.get("platform") or {}):
-            return Descriptor.from_json(entry)
+    """The manifest of an index that serves ``platform``; with no variant asked for, the
+    architecture's default variant (``v8`` for arm64) before any other."""
+    matching = [e for e in index.get("manifests", []) if platform.matches(e.get("platform") or {})]
+    if matching:
+        wanted = platform.variant or DEFAULT_VARIANTS.get(platform.architecture)
+        exact = [e for e in matching if (e.get("platform") or {}).get("variant") == wanted]
+        return Descriptor.from_json((exact or matching)[0])
     offered = ", ".join(str(p) for p, _ in index_platforms(index)) or "none"
-    raise BuildError(f"{what} has no image for {platform} (it has: {offered})")
+    raise MissingPlatform(f"{what} has no image for {platform} (it has: {offered})")
 
 
 def source_from_manifest(
