@@ -308,7 +308,14 @@ def remember(
     store = BlobStore(config.cache_dir / "blobs")
     # Every platform's base: a new base manifest for any of them is a new image.
     bases = [
-        local_inputs(config.base_image, platform, store, config.pull_policy)
+        local_inputs(
+            config.base_image,
+            platform,
+            store,
+            config.pull_policy,
+            config.debian_mirror,
+            config.debian_keyring,
+        )
         for platform in config.platforms
     ]
     remote = config.publish or config.daemon or config.cache_image

@@ -454,6 +454,8 @@ def test_a_moved_suite_gives_a_new_base_and_rebase_moves_images_onto_it(session_
         cached = build(project, env)  # if-not-present: the verified InRelease in the cache
         assert cached.returncode == 0, cached.stdout + cached.stderr
         assert packages_of(archive) == old
+        # ... which alone decides the base: the up-to-date check skips the build.
+        assert "is up to date" in cached.stdout, cached.stdout
 
         moved = build(project, env, "--pull-policy", "always")
         assert moved.returncode == 0, moved.stdout + moved.stderr

@@ -486,3 +486,25 @@ def test_hatch_view_holds_what_the_wheel_reads(tmp_path):
         "repo/services/app/src/app/__init__.py",
     }
     assert inputs.values["metadata"]["version"] == "1"
+
+
+def test_an_assembled_base_is_decided_by_its_mirrors_cached_in_release_files(tmp_path):
+    """Unless the pull policy is ``always``, ``debian-packages:`` assembles from the verified
+    ``InRelease`` files in the cache (and the keyring that verifies them): those are the
+    inputs the check watches, one per archive of the suite, and they depend on the mirror."""
+    store = BlobStore(tmp_path / "blobs")
+    amd64 = Platform("linux", "amd64")
+    spec = "debian-packages:bookworm"
+    found = local_inputs(spec, amd64, store, "if-not-present", "http://a.test/debian")
+    assert found is not None and len(found) == 3  # the suite, -updates, -security
+    assert {p.parent for p in found} == {tmp_path / "debian" / "inrelease"}
+    other = local_inputs(spec, amd64, store, "never", "http://b.test/debian")
+    assert other is not None and set(other).isdisjoint(found)
+    keyring = tmp_path / "mirror.gpg"
+    with_key = local_inputs(spec, amd64, store, "never", "http://a.test/debian", str(keyring))
+    assert with_key == [*found, keyring]
+    assert local_inputs(spec, amd64, store, "always", "http://a.test/debian") is None
+    # A local layout stays decided by its index whatever the pull policy.
+    assert local_inputs(f"oci-layout:{tmp_path}", amd64, store, "always") == [
+        tmp_path / "index.json"
+    ]

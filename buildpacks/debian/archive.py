@@ -194,6 +194,12 @@ def _cache_name(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def cached_in_release(archive: Archive, cache_root: Path) -> Path:
+    """Where the ``InRelease`` file of ``archive`` is kept: unless the pull policy is
+    ``always``, it alone decides which packages an assembly uses."""
+    return cache_root / "inrelease" / _cache_name(archive.in_release)
+
+
 def _field(stanza: str, name: str) -> str | None:
     """The value of field ``name`` (not the first) of a deb822 stanza, folded lines kept as
     deb822 keeps them, without parsing the rest."""
@@ -237,7 +243,7 @@ def load_index(
     with none cached) and verified every time it is used; the parsed index is cached by
     the digest ``InRelease`` gives, so an unchanged index is never parsed twice.
     """
-    signed_path = cache_root / "inrelease" / f"{_cache_name(archive.in_release)}"
+    signed_path = cached_in_release(archive, cache_root)
     data = None
     if pull_policy != "always":
         try:

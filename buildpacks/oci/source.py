@@ -63,19 +63,35 @@ def _remember(store: BlobStore, spec: str, platform: Platform, image: Image) -> 
 
 
 def local_inputs(
-    spec: str, platform: Platform, store: BlobStore, pull_policy: str
+    spec: str,
+    platform: Platform,
+    store: BlobStore,
+    pull_policy: str,
+    debian_mirror: str | None = None,
+    debian_keyring: str | None = None,
 ) -> list[Path] | None:
     """The local files that decide which image ``open_image`` returns for ``spec``; None
-    when a registry is asked every time."""
+    when a registry or mirror is asked every time."""
+    if spec.startswith("debian-packages:"):
+        if pull_policy == "always":
+            return None
+        from buildpacks.debian import DEFAULT_MIRROR, suite_of
+        from buildpacks.debian.archive import archives, cached_in_release
+
+        cache_root = store.root.parent / "debian"
+        suite = suite_of(spec)
+        found = [
+            cached_in_release(archive, cache_root)
+            for archive in archives(debian_mirror or DEFAULT_MIRROR, suite.codename)
+        ]
+        return [*found, *([Path(debian_keyring)] if debian_keyring else [])]
     if spec.startswith("oci-layout:"):
         path, _ = split_layout_spec(spec.removeprefix("oci-layout:"))
         return [path / "index.json"]
     for transport in ("oci-archive:", "docker-archive:"):
         if spec.startswith(transport):
             return [Path(spec.removeprefix(transport)).expanduser()]
-    if pull_policy == "always" or spec.startswith("debian-packages:"):
-        return None
-    return [_pinned(store, spec, platform)]
+    return None if pull_policy == "always" else [_pinned(store, spec, platform)]
 
 
 def open_image(
