@@ -1,0 +1,175 @@
+"""Where ``buildpacks build`` builds a project's wheel, with real parts: the command line in a
+subprocess, hatchling installed in this environment, flit_core and old hatchling from PyPI
+into cached build environments made by uv."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from buildpacks import wheels
+from tests import testbed
+
+pytestmark = pytest.mark.e2e
+
+IN_PROCESS = "Building the wheel in this process with hatchling.build (hatchling "
+ISOLATED = "Building the wheel with {backend} in the build environment "
+UP_TO_DATE = "is up to date: nothing it is built from has changed"
+
+
+def _build(project: Path, env: dict[str, str], *flags: str):
+    result = testbed.cli("build", str(project), *flags, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _digest(project: Path) -> str:
+    return testbed.read_archive_manifest(next((project / "dist").glob("*.tar")))[0]
+
+
+def _envs(cache: Path) -> dict[str, int]:
+    """The build environments under ``cache`` with their directories' change times."""
+    envs = cache / "build-envs"
+    return {p.name: p.stat().st_mtime_ns for p in envs.iterdir()} if envs.is_dir() else {}
+
+
+def _small_project(path: Path, requires: str, backend: str) -> Path:
+    """A one-module package with a console script, built by ``backend``."""
+    (path / "small_app").mkdir(parents=True)
+    (path / "small_app/__init__.py").write_text(
+        '"""A small app."""\n\n__version__ = "0.1.0"\n\n\ndef main():\n    print("hi")\n'
+    )
+    (path / "pyproject.toml").write_text(
+        f'[build-system]\nrequires = [{requires}]\nbuild-backend = "{backend}"\n\n'
+        '[project]\nname = "small-app"\nversion = "0.1.0"\ndescription = "A small app"\n'
+        'requires-python = ">=3.11"\ndependencies = []\n\n'
+        '[project.scripts]\nsmall-app = "small_app:main"\n'
+    )
+    return path
+
+
+def test_example_is_built_in_process_and_a_no_op_builds_no_wheel(session_dir, hatch_env):
+    project = testbed.copy_example(session_dir / "wheel-in-process")
+    cache = session_dir / "wheel-in-process-cache"
+    env = {**hatch_env, "BP_CACHE_DIR": str(cache)}
+    first = _build(project, env)
+    assert IN_PROCESS in first.stdout, first.stdout
+    digest = _digest(project)
+    server = project / "src/example_service/server.py"
+    server.write_text(server.read_text().replace('return "ok"', 'return "ok, edited"'))
+    edited = _build(project, env)
+    assert IN_PROCESS in edited.stdout, edited.stdout
+    assert _digest(project) != digest
+    assert _envs(cache) == {}  # no build environment was made for it
+    no_op = _build(project, env)
+    assert UP_TO_DATE in no_op.stdout, no_op.stdout
+    assert "Building the wheel" not in no_op.stdout  # the check ran before any wheel
+    # The same check sees a change made without a change of size or time of day: another
+    # file selected by hatchling appears.
+    (project / "src/example_service/extra.py").write_text("X = 1\n")
+    added = _build(project, env)
+    assert IN_PROCESS in added.stdout and UP_TO_DATE not in added.stdout, added.stdout
+    # A flag is an input too.
+    flagged = _build(project, env, "--env", "GREETING=hi")
+    assert UP_TO_DATE not in flagged.stdout, flagged.stdout
+    assert UP_TO_DATE in _build(project, env, "--env", "GREETING=hi").stdout
+
+
+def test_backend_not_installed_here_gets_one_cached_environment(session_dir, hatch_env):
+    project = _small_project(session_dir / "wheel-flit", '"flit_core==3.9.0"', "flit_core.buildapi")
+    cache = session_dir / "wheel-flit-cache"
+    env = {**hatch_env, "BP_CACHE_DIR": str(cache)}
+    first = _build(project, env)
+    assert ISOLATED.format(backend="flit_core.buildapi") in first.stdout, first.stdout
+    assert "(made now)" in first.stdout
+    envs = _envs(cache)
+    assert len(envs) == 1, envs
+    (name,) = envs
+    assert (cache / "build-envs" / name / "lib/python3.11/site-packages/flit_core").is_dir()
+    digest = _digest(project)
+    module = project / "small_app/__init__.py"
+    module.write_text(module.read_text().replace('"hi"', '"hello"'))
+    second = _build(project, env)
+    assert f"{cache / 'build-envs' / name} (reused)" in second.stdout, second.stdout
+    assert _envs(cache) == envs  # the same one, untouched
+    assert _digest(project) != digest
+    # Its up-to-date check keys on the wheel's content: the same wheel, the same image.
+    assert UP_TO_DATE in _build(project, env).stdout
+
+
+def test_project_excluding_the_installed_hatchling_is_not_built_with_it(session_dir, hatch_env):
+    project = _small_project(
+        session_dir / "wheel-old-hatchling", '"hatchling<1.0"', "hatchling.build"
+    )
+    cache = session_dir / "wheel-old-hatchling-cache"
+    result = _build(project, {**hatch_env, "BP_CACHE_DIR": str(cache)})
+    assert "in this process" not in result.stdout, result.stdout
+    assert ISOLATED.format(backend="hatchling.build") in result.stdout, result.stdout
+    (name,) = _envs(cache)
+    site = cache / "build-envs" / name / "lib/python3.11/site-packages"
+    (dist_info,) = site.glob("hatchling-*.dist-info")
+    assert dist_info.name.startswith("hatchling-0."), dist_info.name
+
+
+@pytest.mark.parametrize(
+    ("requires", "message"),
+    [
+        ('"hatchling>=>1"', "error: pyproject.toml: [build-system] requires: 'hatchling>=>1'"),
+        (
+            '"no-such-backend-bp-test==1.0"',
+            "error: making the build environment (no-such-backend-bp-test==1.0) failed",
+        ),
+    ],
+)
+def test_broken_backend_requirement_is_one_error_line(session_dir, hatch_env, requires, message):
+    name = "wheel-broken-" + ("invalid" if ">=>" in requires else "missing")
+    project = _small_project(session_dir / name, requires, "hatchling.build")
+    cache = session_dir / f"{name}-cache"
+    result = testbed.cli("build", str(project), env={**hatch_env, "BP_CACHE_DIR": str(cache)})
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), out
+    assert not (project / "dist").exists() or not any((project / "dist").iterdir())
+    assert _envs(cache) == {}  # nothing half-made is left to be taken for an environment
+
+
+def test_concurrent_builds_make_one_environment(tmp_path):
+    made: list[wheels.Environment] = []
+    lines: list[str] = []
+
+    def make() -> None:
+        made.append(
+            wheels.environment(["flit_core==3.9.0"], sys.executable, tmp_path, lines.append)
+        )
+
+    threads = [threading.Thread(target=make) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 2 and made[0].path == made[1].path, (made, lines)
+    assert [env.created for env in made].count(True) >= 1
+    assert sorted(p.name for p in (tmp_path / "build-envs").iterdir()) == [made[0].path.name]
+    again = wheels.environment(["flit_core==3.9.0"], sys.executable, tmp_path, lines.append)
+    assert again == wheels.Environment(made[0].path, created=False)
+
+
+def test_route_is_in_process_only_when_the_installed_backend_is_allowed(tmp_path):
+    example = testbed.copy_example(tmp_path / "example")
+    pyproject = example / "pyproject.toml"
+    text = pyproject.read_text()
+    builder = wheels.WheelBuilder()
+    assert builder.route(example, None, print).backend is not None  # hatchling is here
+    pyproject.write_text(text.replace('"hatchling"', '"hatchling<1"'))
+    assert builder.route(example, None, print).backend is None  # asked again after the edit
+    in_tree = text.replace(
+        'build-backend = "hatchling.build"',
+        'build-backend = "hatchling.build"\nbackend-path = ["."]',
+    )
+    pyproject.write_text(in_tree)
+    assert builder.route(example, None, print).backend is None  # an in-tree backend
