@@ -68,7 +68,7 @@ def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> C
             return None  # a new image every time
         platforms = build_config.resolve_platforms(values, origins)
         cache = build_config.resolve_cache_dir(values)
-    except (BuildError, ValueError, OSError):
+    except Exception:  # any failure here only means: no early check; the build reports it
         return None
     record = uptodate.record_file(cache, root, output_dir)
 
@@ -162,21 +162,37 @@ def build_project(
     overrides: Mapping[str, Any],
     log: Callable[[str], None],
     wheel_builder: wheels.WheelBuilder | None = None,
-    early: Check | None = None,
 ) -> BuildResult:
     """Build the image of the project at ``root`` into ``output_dir``, unless it is up to
-    date. ``early``: ``check_early``'s answer when the caller has it (taken here if not);
-    ``wheel_builder``: one kept across builds (a watch loop), else a new one."""
-    from buildpacks.lifecycle import BuildResult, build_image
+    date. ``wheel_builder``: one kept across builds (a watch loop), else a new one."""
+    from buildpacks.lifecycle import BuildResult
 
     if not root.is_dir():
         raise BuildError(f"{root}: not a directory")
-    early = early or check_early(root, output_dir, overrides)
+    early = check_early(root, output_dir, overrides)
     if early is not None and early.found is not None:
         for line in uptodate.report(early.found):
             log(line)
         found = early.found
         return BuildResult(found.image, found.digest, Path(found.archive), early.platforms)
+    return build_checked(root, output_dir, overrides, log, early, wheel_builder)
+
+
+def build_checked(
+    root: Path,
+    output_dir: Path,
+    overrides: Mapping[str, Any],
+    log: Callable[[str], None],
+    early: Check | None,
+    wheel_builder: wheels.WheelBuilder | None = None,
+) -> BuildResult:
+    """``build_project`` once ``check_early`` has answered ``early`` (not up to date, or
+    not covered): the wheel, then the image, unless the check of the wheel's content finds
+    it up to date."""
+    from buildpacks.lifecycle import build_image
+
+    if not root.is_dir():
+        raise BuildError(f"{root}: not a directory")
     builder = wheel_builder or wheels.WheelBuilder()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
         analysis, wheel = analyze_project(root, output_dir, overrides, Path(tmp), log, builder)

@@ -78,6 +78,34 @@ def test_example_is_built_in_process_and_a_no_op_builds_no_wheel(session_dir, ha
     assert UP_TO_DATE in _build(project, env, "--env", "GREETING=hi").stdout
 
 
+def test_build_hooks_make_the_check_key_on_the_wheel(session_dir, hatch_env):
+    """A build hook runs arbitrary code while the wheel is built: here it adds a file that
+    hatchling does not select, which the early check cannot see, so the check is the one on
+    the wheel's content, after the wheel is built."""
+    project = _small_project(session_dir / "wheel-hook", '"hatchling"', "hatchling.build")
+    (project / "data").mkdir()
+    stamp = project / "data/stamp.txt"
+    stamp.write_text("one\n")
+    (project / "hatch_build.py").write_text(
+        "from hatchling.builders.hooks.plugin.interface import BuildHookInterface\n\n\n"
+        "class StampHook(BuildHookInterface):\n"
+        "    def initialize(self, version, build_data):\n"
+        '        build_data["force_include"][f"{self.root}/data/stamp.txt"] = '
+        '"small_app/stamp.txt"\n'
+    )
+    with (project / "pyproject.toml").open("a") as f:
+        f.write("\n[tool.hatch.build.targets.wheel.hooks.custom]\n")
+    env = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "wheel-hook-cache")}
+    assert IN_PROCESS in _build(project, env).stdout
+    digest = _digest(project)
+    again = _build(project, env)
+    assert IN_PROCESS in again.stdout and UP_TO_DATE in again.stdout, again.stdout
+    stamp.write_text("two\n")
+    changed = _build(project, env)
+    assert UP_TO_DATE not in changed.stdout, changed.stdout
+    assert _digest(project) != digest
+
+
 def test_backend_not_installed_here_gets_one_cached_environment(session_dir, hatch_env):
     project = _small_project(session_dir / "wheel-flit", '"flit_core==3.9.0"', "flit_core.buildapi")
     cache = session_dir / "wheel-flit-cache"
