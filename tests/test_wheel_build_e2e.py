@@ -4,8 +4,12 @@ into cached build environments made by uv."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -193,6 +197,8 @@ def test_route_is_in_process_only_when_the_installed_backend_is_allowed(tmp_path
     text = pyproject.read_text()
     builder = wheels.WheelBuilder()
     assert builder.route(example, None, print).backend is not None  # hatchling is here
+    # No interpreter of the image's Python on this machine: this one builds.
+    assert builder.route(example, "3.2", print).backend is not None
     pyproject.write_text(text.replace('"hatchling"', '"hatchling<1"'))
     assert builder.route(example, None, print).backend is None  # asked again after the edit
     in_tree = text.replace(
@@ -201,3 +207,116 @@ def test_route_is_in_process_only_when_the_installed_backend_is_allowed(tmp_path
     )
     pyproject.write_text(in_tree)
     assert builder.route(example, None, print).backend is None  # an in-tree backend
+
+
+def _slow_in_process(project: Path, marker: Path) -> None:
+    """hatchling, here, with a build hook that marks its start and then takes a minute."""
+    (project / "hatch_build.py").write_text(
+        "import pathlib, time\n"
+        "from hatchling.builders.hooks.plugin.interface import BuildHookInterface\n\n\n"
+        "class SlowHook(BuildHookInterface):\n"
+        "    def initialize(self, version, build_data):\n"
+        f"        pathlib.Path({str(marker)!r}).touch()\n"
+        "        time.sleep(60)\n"
+    )
+    with (project / "pyproject.toml").open("a") as f:
+        f.write("\n[tool.hatch.build.targets.wheel.hooks.custom]\n")
+
+
+def _slow_isolated(project: Path, marker: Path) -> None:
+    """An in-tree backend (so a build environment), which marks its start and then takes a
+    minute."""
+    (project / "_backend").mkdir()
+    (project / "_backend/slow_backend.py").write_text(
+        "import pathlib, time\n\n\n"
+        "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    time.sleep(60)\n"
+    )
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(
+        text.replace('requires = ["hatchling"]', "requires = []").replace(
+            'build-backend = "hatchling.build"',
+            'build-backend = "slow_backend"\nbackend-path = ["_backend"]',
+        )
+    )
+
+
+@pytest.mark.parametrize("make_slow", [_slow_in_process, _slow_isolated])
+def test_ctrl_c_while_the_wheel_is_built_is_one_line_and_status_130(
+    session_dir, hatch_env, make_slow
+):
+    name = f"wheel-ctrl-c-{make_slow.__name__.strip('_')}"
+    project = _small_project(session_dir / name, '"hatchling"', "hatchling.build")
+    marker = session_dir / f"{name}.started"
+    make_slow(project, marker)
+    cache = session_dir / f"{name}-cache"
+    proc = subprocess.Popen(
+        [str(testbed.BIN / "buildpacks"), "build", str(project)],
+        env={**hatch_env, "BP_CACHE_DIR": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the backend never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted"
+    ], out + err
+    assert not (project / "dist").exists() or not any((project / "dist").iterdir())
+    envs = cache / "build-envs"
+    left = sorted(p.name for p in envs.iterdir()) if envs.is_dir() else []
+    assert not any(name.startswith("tmp-") for name in left), left
+
+
+def test_a_build_environment_left_half_made_by_a_killed_build_is_removed(tmp_path):
+    stale = tmp_path / "build-envs" / "tmp-killed"
+    (stale / "lib").mkdir(parents=True)  # no process holds its lock: its maker has ended
+    env = wheels.environment([], sys.executable, tmp_path, print)
+    assert env.created and (env.path / "pyvenv.cfg").is_file()
+    assert sorted(p.name for p in (tmp_path / "build-envs").iterdir()) == [env.path.name]
+
+
+def test_what_the_backend_asks_for_besides_gets_an_environment_of_its_own(session_dir, hatch_env):
+    """setuptools before 70.1 asks for ``wheel`` in ``get_requires_for_build_wheel``."""
+    project = _small_project(
+        session_dir / "wheel-extra-requires", '"setuptools==69.5.1"', "setuptools.build_meta"
+    )
+    cache = session_dir / "wheel-extra-requires-cache"
+    first = _build(project, {**hatch_env, "BP_CACHE_DIR": str(cache)})
+    envs = _envs(cache)
+    assert len(envs) == 2, envs  # setuptools; setuptools and wheel
+    used = [p for p in (cache / "build-envs").iterdir() if str(p) in first.stdout]
+    assert len(used) == 1, first.stdout
+    assert list((used[0] / "lib/python3.11/site-packages").glob("wheel-*.dist-info"))
+    second = _build(project, {**hatch_env, "BP_CACHE_DIR": str(cache)})
+    assert f"{used[0]} (reused)" in second.stdout, second.stdout
+    assert _envs(cache) == envs
+
+
+def test_a_no_op_imports_no_lifecycle(session_dir, hatch_env):
+    project = testbed.copy_example(session_dir / "wheel-no-lifecycle")
+    probe = (
+        "import sys\n"
+        "from buildpacks import cli\n"
+        f"assert cli.main(['build', {str(project)!r}]) == 0\n"
+        "print('lifecycle loaded:', 'buildpacks.lifecycle' in sys.modules)\n"
+    )
+    env = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "wheel-no-lifecycle-cache")}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        )
+        for _ in range(2)
+    ]
+    assert "lifecycle loaded: True" in runs[0].stdout, runs[0].stdout
+    assert UP_TO_DATE in runs[1].stdout, runs[1].stdout + runs[1].stderr
+    assert "lifecycle loaded: False" in runs[1].stdout, runs[1].stdout
