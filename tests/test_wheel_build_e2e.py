@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,13 @@ pytestmark = pytest.mark.e2e
 IN_PROCESS = "Building the wheel in this process with hatchling.build (hatchling "
 ISOLATED = "Building the wheel with {backend} in the build environment "
 UP_TO_DATE = "is up to date: nothing it is built from has changed"
+
+
+def _env(hatch_env: dict[str, str], base_layout: str, cache: Path) -> dict[str, str]:
+    """The suite's environment with a cache of the test's own, on the default base as a
+    layout: a base assembled from Debian packages is looked up again on every build, so no
+    build on it is ever up to date."""
+    return {**hatch_env, "BP_CACHE_DIR": testbed.seeded_cache(cache), "BP_BASE_IMAGE": base_layout}
 
 
 def _build(project: Path, env: dict[str, str], *flags: str):
@@ -55,10 +61,12 @@ def _small_project(path: Path, requires: str, backend: str) -> Path:
     return path
 
 
-def test_example_is_built_in_process_and_a_no_op_builds_no_wheel(session_dir, hatch_env):
+def test_example_is_built_in_process_and_a_no_op_builds_no_wheel(
+    session_dir, hatch_env, base_layout
+):
     project = testbed.copy_example(session_dir / "wheel-in-process")
     cache = session_dir / "wheel-in-process-cache"
-    env = {**hatch_env, "BP_CACHE_DIR": str(cache)}
+    env = _env(hatch_env, base_layout, cache)
     first = _build(project, env)
     assert IN_PROCESS in first.stdout, first.stdout
     digest = _digest(project)
@@ -82,7 +90,7 @@ def test_example_is_built_in_process_and_a_no_op_builds_no_wheel(session_dir, ha
     assert UP_TO_DATE in _build(project, env, "--env", "GREETING=hi").stdout
 
 
-def test_build_hooks_make_the_check_key_on_the_wheel(session_dir, hatch_env):
+def test_build_hooks_make_the_check_key_on_the_wheel(session_dir, hatch_env, base_layout):
     """A build hook runs arbitrary code while the wheel is built: here it adds a file that
     hatchling does not select, which the early check cannot see, so the check is the one on
     the wheel's content, after the wheel is built."""
@@ -99,7 +107,7 @@ def test_build_hooks_make_the_check_key_on_the_wheel(session_dir, hatch_env):
     )
     with (project / "pyproject.toml").open("a") as f:
         f.write("\n[tool.hatch.build.targets.wheel.hooks.custom]\n")
-    env = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "wheel-hook-cache")}
+    env = _env(hatch_env, base_layout, session_dir / "wheel-hook-cache")
     assert IN_PROCESS in _build(project, env).stdout
     digest = _digest(project)
     again = _build(project, env)
@@ -110,10 +118,12 @@ def test_build_hooks_make_the_check_key_on_the_wheel(session_dir, hatch_env):
     assert _digest(project) != digest
 
 
-def test_backend_not_installed_here_gets_one_cached_environment(session_dir, hatch_env):
+def test_backend_not_installed_here_gets_one_cached_environment(
+    session_dir, hatch_env, base_layout
+):
     project = _small_project(session_dir / "wheel-flit", '"flit_core==3.9.0"', "flit_core.buildapi")
     cache = session_dir / "wheel-flit-cache"
-    env = {**hatch_env, "BP_CACHE_DIR": str(cache)}
+    env = _env(hatch_env, base_layout, cache)
     first = _build(project, env)
     assert ISOLATED.format(backend="flit_core.buildapi") in first.stdout, first.stdout
     assert "(made now)" in first.stdout
@@ -132,12 +142,14 @@ def test_backend_not_installed_here_gets_one_cached_environment(session_dir, hat
     assert UP_TO_DATE in _build(project, env).stdout
 
 
-def test_project_excluding_the_installed_hatchling_is_not_built_with_it(session_dir, hatch_env):
+def test_project_excluding_the_installed_hatchling_is_not_built_with_it(
+    session_dir, hatch_env, base_layout
+):
     project = _small_project(
         session_dir / "wheel-old-hatchling", '"hatchling<1.0"', "hatchling.build"
     )
     cache = session_dir / "wheel-old-hatchling-cache"
-    result = _build(project, {**hatch_env, "BP_CACHE_DIR": str(cache)})
+    result = _build(project, _env(hatch_env, base_layout, cache))
     assert "in this process" not in result.stdout, result.stdout
     assert ISOLATED.format(backend="hatchling.build") in result.stdout, result.stdout
     (name,) = _envs(cache)
@@ -156,11 +168,13 @@ def test_project_excluding_the_installed_hatchling_is_not_built_with_it(session_
         ),
     ],
 )
-def test_broken_backend_requirement_is_one_error_line(session_dir, hatch_env, requires, message):
+def test_broken_backend_requirement_is_one_error_line(
+    session_dir, hatch_env, base_layout, requires, message
+):
     name = "wheel-broken-" + ("invalid" if ">=>" in requires else "missing")
     project = _small_project(session_dir / name, requires, "hatchling.build")
     cache = session_dir / f"{name}-cache"
-    result = testbed.cli("build", str(project), env={**hatch_env, "BP_CACHE_DIR": str(cache)})
+    result = testbed.cli("build", str(project), env=_env(hatch_env, base_layout, cache))
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     assert "Traceback" not in out
@@ -171,24 +185,29 @@ def test_broken_backend_requirement_is_one_error_line(session_dir, hatch_env, re
 
 
 def test_concurrent_builds_make_one_environment(tmp_path):
-    made: list[wheels.Environment] = []
-    lines: list[str] = []
-
-    def make() -> None:
-        made.append(
-            wheels.environment(["flit_core==3.9.0"], sys.executable, tmp_path, lines.append)
+    """Two processes asking for the same environment at once: both get it whole, one of
+    them made it, and nothing else is left."""
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from buildpacks import wheels\n"
+        "env = wheels.environment(['flit_core==3.9.0'], sys.executable, Path(sys.argv[1]), print)\n"
+        "print('ENV', env.path, env.created)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", probe, str(tmp_path)], stdout=subprocess.PIPE, text=True
         )
-
-    threads = [threading.Thread(target=make) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(made) == 2 and made[0].path == made[1].path, (made, lines)
-    assert [env.created for env in made].count(True) >= 1
-    assert sorted(p.name for p in (tmp_path / "build-envs").iterdir()) == [made[0].path.name]
-    again = wheels.environment(["flit_core==3.9.0"], sys.executable, tmp_path, lines.append)
-    assert again == wheels.Environment(made[0].path, created=False)
+        for _ in range(2)
+    ]
+    outs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outs
+    made = [line.split()[1:] for out in outs for line in out.splitlines() if line.startswith("ENV")]
+    assert len(made) == 2 and made[0][0] == made[1][0], outs
+    assert [created for _, created in made].count("True") >= 1, outs
+    assert sorted(p.name for p in (tmp_path / "build-envs").iterdir()) == [Path(made[0][0]).name]
+    again = wheels.environment(["flit_core==3.9.0"], sys.executable, tmp_path, print)
+    assert again == wheels.Environment(Path(made[0][0]), created=False)
 
 
 def test_route_is_in_process_only_when_the_installed_backend_is_allowed(tmp_path):
@@ -244,7 +263,7 @@ def _slow_isolated(project: Path, marker: Path) -> None:
 
 @pytest.mark.parametrize("make_slow", [_slow_in_process, _slow_isolated])
 def test_ctrl_c_while_the_wheel_is_built_is_one_line_and_status_130(
-    session_dir, hatch_env, make_slow
+    session_dir, hatch_env, base_layout, make_slow
 ):
     name = f"wheel-ctrl-c-{make_slow.__name__.strip('_')}"
     project = _small_project(session_dir / name, '"hatchling"', "hatchling.build")
@@ -253,7 +272,7 @@ def test_ctrl_c_while_the_wheel_is_built_is_one_line_and_status_130(
     cache = session_dir / f"{name}-cache"
     proc = subprocess.Popen(
         [str(testbed.BIN / "buildpacks"), "build", str(project)],
-        env={**hatch_env, "BP_CACHE_DIR": str(cache)},
+        env=_env(hatch_env, base_layout, cache),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -285,24 +304,26 @@ def test_a_build_environment_left_half_made_by_a_killed_build_is_removed(tmp_pat
     assert sorted(p.name for p in (tmp_path / "build-envs").iterdir()) == [env.path.name]
 
 
-def test_what_the_backend_asks_for_besides_gets_an_environment_of_its_own(session_dir, hatch_env):
+def test_what_the_backend_asks_for_besides_gets_an_environment_of_its_own(
+    session_dir, hatch_env, base_layout
+):
     """setuptools before 70.1 asks for ``wheel`` in ``get_requires_for_build_wheel``."""
     project = _small_project(
         session_dir / "wheel-extra-requires", '"setuptools==69.5.1"', "setuptools.build_meta"
     )
     cache = session_dir / "wheel-extra-requires-cache"
-    first = _build(project, {**hatch_env, "BP_CACHE_DIR": str(cache)})
+    first = _build(project, _env(hatch_env, base_layout, cache))
     envs = _envs(cache)
     assert len(envs) == 2, envs  # setuptools; setuptools and wheel
     used = [p for p in (cache / "build-envs").iterdir() if str(p) in first.stdout]
     assert len(used) == 1, first.stdout
     assert list((used[0] / "lib/python3.11/site-packages").glob("wheel-*.dist-info"))
-    second = _build(project, {**hatch_env, "BP_CACHE_DIR": str(cache)})
+    second = _build(project, _env(hatch_env, base_layout, cache))
     assert f"{used[0]} (reused)" in second.stdout, second.stdout
     assert _envs(cache) == envs
 
 
-def test_a_no_op_imports_no_lifecycle(session_dir, hatch_env):
+def test_a_no_op_imports_no_lifecycle(session_dir, hatch_env, base_layout):
     project = testbed.copy_example(session_dir / "wheel-no-lifecycle")
     probe = (
         "import sys\n"
@@ -310,7 +331,7 @@ def test_a_no_op_imports_no_lifecycle(session_dir, hatch_env):
         f"assert cli.main(['build', {str(project)!r}]) == 0\n"
         "print('lifecycle loaded:', 'buildpacks.lifecycle' in sys.modules)\n"
     )
-    env = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "wheel-no-lifecycle-cache")}
+    env = _env(hatch_env, base_layout, session_dir / "wheel-no-lifecycle-cache")
     runs = [
         subprocess.run(
             [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
