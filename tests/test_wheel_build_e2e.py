@@ -25,8 +25,7 @@ UP_TO_DATE = "is up to date: nothing it is built from has changed"
 
 def _env(hatch_env: dict[str, str], base_layout: str, cache: Path) -> dict[str, str]:
     """The suite's environment with a cache of the test's own, on the default base as a
-    layout: a base assembled from Debian packages is looked up again on every build, so no
-    build on it is ever up to date."""
+    layout: one local directory decides the base, whatever the archive's mirror does."""
     return {**hatch_env, "BP_CACHE_DIR": testbed.seeded_cache(cache), "BP_BASE_IMAGE": base_layout}
 
 
