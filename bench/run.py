@@ -12,7 +12,8 @@ Each row times one output, the same for every tool, from the edit to a usable re
 when the image ID did not change; pyoci: its OCI layout directory), "to the engine's store"
 (podman: `podman build` alone; we have no store of our own), "to a registry" (ours: publish;
 podman: `podman build` + `podman push`). No-op rows compare a no-op with a no-op for the same
-output. Prints a table with ratios ours/theirs.
+output. Our command line (`buildpacks build`) has rows of its own ("CLI: ..."), taken in the
+same turns. Prints a table with ratios ours/theirs.
 """
 
 from __future__ import annotations
@@ -258,7 +259,18 @@ class Ours:
         return {
             "no-op, whole lifecycle": self.noop_without_record,
             "reference: hatch build -t wheel": self.hatch_wheel,
+            "CLI: warm edit to an archive": self.cli_edit,
+            "CLI: no-op to an archive": self.cli,
         }
+
+    def cli(self) -> None:
+        """``buildpacks build``: the command line, into the same ``dist/`` as Hatch."""
+        run([str(BIN / "buildpacks"), "build", str(self.project)], env=self.env)
+
+    def cli_edit(self) -> None:
+        """A one-line edit, then ``buildpacks build``."""
+        edit(self.project, int(time.time() * 1000))
+        self.cli()
 
     def noop_without_record(self) -> None:
         """A no-op build that runs the whole lifecycle: the up-to-date record removed."""

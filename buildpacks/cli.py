@@ -1,4 +1,5 @@
-"""The ``buildpacks`` command line."""
+"""The ``buildpacks`` command line. Each command imports what it uses when it runs: a
+``buildpacks build`` that is up to date imports no more than its check needs."""
 
 from __future__ import annotations
 
@@ -9,21 +10,16 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from buildpacks import __version__, errors, frontend, inspect, sbom, watch
+from buildpacks import __version__, errors
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
-from buildpacks.lifecycle import rebase
-from buildpacks.oci.archive import ArchiveSink
-from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.manifest import index_platforms
-from buildpacks.oci.model import ImageSource, Index, Layer, Platform, RegistryOptions
-from buildpacks.oci.reference import Reference
-from buildpacks.oci.registry import RegistrySink
-from buildpacks.oci.sink import Sink
-from buildpacks.oci.source import TRANSPORTS, open_image, open_index, open_source
-from buildpacks.progress import Transfers
+from buildpacks.oci.model import Platform
+
+if TYPE_CHECKING:
+    from buildpacks.oci.blobs import BlobStore
+    from buildpacks.oci.model import ImageSource, RegistryOptions
 
 DESCRIPTION = (
     "Build a production OCI image of a Python project, without a Dockerfile or a Docker "
@@ -127,23 +123,38 @@ def _add_settings(command: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from buildpacks import frontend, uptodate
+
     root = Path(args.path).resolve()
     output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
     overrides = _overrides(args)
-    result = frontend.build_project(root, output, overrides, lambda line: print(line, flush=True))
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    early = frontend.check_early(root, output, overrides) if root.is_dir() else None
+    if early is not None and early.found is not None:
+        for line in uptodate.report(early.found):
+            log(line)
+        archive, platforms = Path(early.found.archive), early.platforms
+    else:
+        result = frontend.build_checked(root, output, overrides, log, early)
+        archive, platforms = result.archive, result.platforms
     if args.sbom_output_dir:
-        # A store of its own: the SBOM layer is copied out of the archive, not into a cache.
-        several = len(result.platforms) > 1
-        for platform in result.platforms:
+        from buildpacks import sbom
+        from buildpacks.oci.blobs import BlobStore
+        from buildpacks.oci.source import open_source
+
+        several = len(platforms) > 1
+        for platform in platforms:
             # With several platforms, each one's SBOM goes to a directory named after it.
             out = Path(args.sbom_output_dir)
             if several:
                 out = out / platform_dir(platform)
+            # A store of its own: the SBOM layer is copied out of the archive, not into a cache.
             with (
                 tempfile.TemporaryDirectory(prefix="buildpacks-sbom-") as tmp,
-                open_source(
-                    f"oci-archive:{result.archive}", platform, BlobStore(Path(tmp))
-                ) as source,
+                open_source(f"oci-archive:{archive}", platform, BlobStore(Path(tmp))) as source,
             ):
                 for path in sbom.extract(source, out):
                     print(f"SBOM: {path}")
@@ -151,6 +162,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from buildpacks import watch
+
     root = Path(args.path).resolve()
     output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
     try:
@@ -162,6 +175,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from buildpacks import frontend
+
     root = Path(args.path).resolve()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
         config, _ = frontend.resolve_project(
@@ -172,11 +187,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _store() -> BlobStore:
+    from buildpacks.oci.blobs import BlobStore
+
     return BlobStore(build_config.resolve_cache_dir(build_config.environment_settings()) / "blobs")
 
 
 def _options() -> RegistryOptions:
     """Registry settings for commands run outside a project: from the environment."""
+    from buildpacks.oci.model import RegistryOptions
+
     values = build_config.environment_settings()
     return RegistryOptions(
         insecure=tuple(build_config.setting(values, "insecure-registries") or ()),
@@ -200,6 +219,9 @@ def _platform(args: argparse.Namespace) -> Platform:
 
 
 def _open(ref: str, store: BlobStore, platform: Platform):
+    from buildpacks.oci.source import open_source
+    from buildpacks.progress import Transfers
+
     return open_source(ref, platform, store, options=_options(), transfers=Transfers(_stderr))
 
 
@@ -211,6 +233,9 @@ def _check_platform(source: ImageSource, args: argparse.Namespace, platform: Pla
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from buildpacks import inspect
+    from buildpacks.oci.source import open_index
+
     store = _store()
     found = None if args.platform else open_index(args.ref, store, options=_options())
     if found is not None:
@@ -231,6 +256,10 @@ def platform_dir(platform: Platform) -> str:
 
 
 def cmd_sbom(args: argparse.Namespace) -> int:
+    from buildpacks import sbom
+    from buildpacks.oci.manifest import index_platforms
+    from buildpacks.oci.source import open_index
+
     store = _store()
     out = Path(args.output)
     found = None if args.platform else open_index(args.ref, store, options=_options())
@@ -256,6 +285,9 @@ def _stderr(line: str) -> None:
 
 def _base_platforms(spec: str, store: BlobStore) -> list[Platform] | None:
     """The platforms a run image serves; None for one assembled for any (debian-packages:)."""
+    from buildpacks.oci.manifest import index_platforms
+    from buildpacks.oci.source import open_index
+
     if spec.startswith("debian-packages:"):
         return None
     found = open_index(spec, store, options=_options())
@@ -266,6 +298,16 @@ def _base_platforms(spec: str, store: BlobStore) -> list[Platform] | None:
 
 
 def cmd_rebase(args: argparse.Namespace) -> int:
+    from buildpacks.lifecycle import rebase
+    from buildpacks.oci.archive import ArchiveSink
+    from buildpacks.oci.manifest import index_platforms
+    from buildpacks.oci.model import Index, Layer
+    from buildpacks.oci.reference import Reference
+    from buildpacks.oci.registry import RegistrySink
+    from buildpacks.oci.sink import Sink
+    from buildpacks.oci.source import TRANSPORTS, open_image, open_index
+    from buildpacks.progress import Transfers
+
     store = _store()
     registry_ref = not args.ref.startswith(TRANSPORTS)
     if args.publish and not registry_ref:

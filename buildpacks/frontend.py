@@ -1,120 +1,103 @@
 """Building any project from the command line or a PEP 517 backend: metadata first (static
 when ``pyproject.toml`` has it, so bad input fails before anything is built), then the wheel
-through the project's own build backend, then the lifecycle, skipped when the up-to-date
+through the project's own build backend (``buildpacks.wheels``: in this process when it can
+be, else in a cached build environment), then the lifecycle, skipped when the up-to-date
 check proves it would give the image already built. An application with no
-``pyproject.toml`` is built from its source tree."""
+``pyproject.toml`` is built from its source tree.
+
+The up-to-date check of a hatchling project whose wheel is built in this process runs
+before anything else, as ``hatch build -t image``'s does, on the same inputs (the files
+hatchling's wheel builder selects, the metadata it writes): a no-op builds no wheel and
+imports no lifecycle. Other backends are unknown here, so their check keys on the content
+of the wheel they built. This module imports the lifecycle only when it builds."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from uv import find_uv_bin
+from typing import TYPE_CHECKING, Any
 
 from buildpacks import config as build_config
-from buildpacks import uptodate
-from buildpacks.builtin.application import source_files, wheel_content_digest
+from buildpacks import uptodate, wheels
 from buildpacks.errors import BuildError
-from buildpacks.lifecycle import BuildResult, analyze, build_image
-from buildpacks.oci.auth import redact
-from buildpacks.oci.model import Image
-from buildpacks.project import (
-    Project,
-    project_from_wheel,
-    provisional_project,
-    read_pyproject,
-    source_project,
-    static_project,
-)
+from buildpacks.oci.model import Platform
+from buildpacks.project import Project, read_pyproject
+
+if TYPE_CHECKING:
+    from buildpacks.lifecycle import BuildResult, analyze
+    from buildpacks.oci.model import Image
+
+HATCHLING = "hatchling.build"
 
 
-def wheel_env() -> dict[str, str]:
-    """The environment a wheel is built in: ``SOURCE_DATE_EPOCH`` set (to the layers' date
-    unless the user set it), so backends that stamp files with the time (setuptools) give
-    the same wheel twice."""
-    return {**os.environ, "SOURCE_DATE_EPOCH": str(build_config.source_date_epoch())}
+@dataclass(frozen=True)
+class Check:
+    """The early up-to-date check: where the record is, the fingerprint taken (None when
+    the build cannot be checked early), the record when it proves the build up to date, and
+    the platforms the image was built for."""
+
+    record: Path
+    current: uptodate.Fingerprint | None
+    found: uptodate.Record | None
+    platforms: tuple[Platform, ...]
 
 
-@contextmanager
-def reproducible_wheel_env() -> Iterator[None]:
-    """``wheel_env`` for a backend that builds in this process (setuptools)."""
-    saved = os.environ.get("SOURCE_DATE_EPOCH")
-    os.environ["SOURCE_DATE_EPOCH"] = wheel_env()["SOURCE_DATE_EPOCH"]
+def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> Check | None:
+    """The up-to-date check of a hatchling project whose wheel this process can build,
+    before anything is built: the inputs ``hatch build -t image`` checks (the files
+    hatchling's wheel builder selects, the metadata it writes, the project's root files,
+    git state, environment, installed packages, this code), with the command line's
+    settings. None for a project this check does not cover (another backend, one not
+    installed here, ``creation-time = now``, ``clear-cache``), or a configuration that the
+    full build will report."""
     try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["SOURCE_DATE_EPOCH"]
-        else:
-            os.environ["SOURCE_DATE_EPOCH"] = saved
+        system = wheels.build_system(root)
+        if system.backend != HATCHLING or system.backend_path:
+            return None
+        if not wheels.satisfied(system.requires):
+            return None
+        tool = read_pyproject(root).get("tool", {}).get("buildpacks", {})
+        values, origins = build_config.gather(tool, os.environ, overrides)
+        if build_config.setting(values, "clear-cache"):
+            return None  # a full build is asked for
+        if str(values.get("creation-time", "")).strip() == "now":
+            return None  # a new image every time
+        platforms = build_config.resolve_platforms(values, origins)
+        cache = build_config.resolve_cache_dir(values)
+    except Exception:  # any failure here only means: no early check; the build reports it
+        return None
+    record = uptodate.record_file(cache, root, output_dir)
 
+    def take() -> uptodate.Fingerprint:
+        import hatch_buildpacks
+        from hatch_buildpacks.builder import ImageBuilder
 
-def host_python(minor: str) -> str | None:
-    """An interpreter of Python ``minor`` on this machine, if uv finds one (none is
-    downloaded: the build must not reach for the network for it)."""
-    result = subprocess.run(
-        [find_uv_bin(), "python", "find", "--no-python-downloads", "--no-project", minor],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    found = result.stdout.strip()
-    return found if result.returncode == 0 and found else None
-
-
-def build_wheel(
-    root: Path, out_dir: Path, log: Callable[[str], None], python: str | None = None
-) -> Path:
-    """Build the project's wheel with its own PEP 517 backend (through ``uv build``), with
-    Python ``python`` (X.Y, the image's) when this machine has it; when it fails, the
-    backend's whole output goes to ``log`` before the one-line error."""
-    interpreter = host_python(python) if python else None
-    # Not --quiet: that silences the backend's own output, which is the error a user needs.
-    result = subprocess.run(
-        [find_uv_bin(), "build", "--wheel", "--out-dir", str(out_dir),
-         *(["--python", interpreter] if interpreter else []), str(root)],
-        capture_output=True, text=True, check=False, env=wheel_env(),
-    )  # fmt: skip
-    wheels = sorted(out_dir.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
-        lines = backend_output(result.stdout + result.stderr)
-        for line in lines:
-            log(f"  | {line}")
-        raise BuildError(
-            f"building the wheel of {root} with its build backend failed: "
-            f"{backend_error(lines)} (the backend's output is above)"
+        inputs = ImageBuilder(str(root)).wheel_inputs()
+        values = {
+            **inputs.values,
+            "route": "buildpacks build, hatchling in this process",
+            "output": str(output_dir),
+            "overrides": dict(overrides),
+        }
+        return uptodate.fingerprint(
+            root,
+            os.environ,
+            uptodate.Inputs(inputs.files, values),
+            code=[Path(hatch_buildpacks.__file__).parent],
         )
-    return wheels[0]
 
-
-# (project root, output directory, log, the image's Python X.Y or None) -> the wheel
-WheelBuilder = Callable[[Path, Path, Callable[[str], None], "str | None"], Path]
-
-
-def backend_output(output: str) -> list[str]:
-    """What ``uv build`` printed, without its progress lines and with URL credentials hidden."""
-    return [
-        line
-        for line in redact(output).rstrip().splitlines()
-        if line.strip() and not line.startswith("Building ")
-    ]
-
-
-def backend_error(lines: list[str]) -> str:
-    """The backend's own last word: the line before uv's ``error:`` summary (an exception's
-    message, a compiler's last error), else uv's summary itself."""
-    summary = next((i for i, line in enumerate(lines) if line.startswith("error:")), len(lines))
-    if summary > 0:
-        return lines[summary - 1].strip()
-    return lines[summary].removeprefix("error:").strip() if lines else "no output"
+    current, found = uptodate.check(record, take)
+    return Check(record, current, found, platforms)
 
 
 def known_project(root: Path) -> Project | None:
     """What can be known about the project without building it (None: ask its backend)."""
+    from buildpacks.project import source_project, static_project
+
     if not (root / "pyproject.toml").exists() and not (root / "setup.py").exists():
         return source_project(root)
     read_pyproject(root)  # a malformed pyproject.toml is reported here, in one line
@@ -127,25 +110,34 @@ def analyze_project(
     overrides: Mapping[str, Any],
     work: Path,
     log: Callable[[str], None],
-    wheel_builder: WheelBuilder = build_wheel,
+    wheel_builder: wheels.WheelBuilder | None = None,
 ) -> tuple[analyze.Analysis, Path | None]:
     """The configuration completed by the run image, and the wheel (None for a source
-    application). The run image is read before the wheel is built, so a base that does not
-    fit fails first; only when nothing but the wheel can say which Python the project needs
-    (no static metadata, no setting, no ``.python-version``) is the wheel built first, rather
-    than pull a base chosen by a guess."""
+    application) built by ``wheel_builder`` (a new one by default). The run image is read
+    before the wheel is built, so a base that does not fit fails first; only when nothing
+    but the wheel can say which Python the project needs (no static metadata, no setting,
+    no ``.python-version``) is the wheel built first, rather than pull a base chosen by a
+    guess."""
+    from buildpacks.lifecycle import analyze
+    from buildpacks.project import project_from_wheel, provisional_project
+
     project = known_project(root)
+    cache = None
     if project is None:
         project = provisional_project(root)
         config = build_config.resolve(project, output_dir, overrides=overrides)
+        cache = config.cache_dir
         if config.origins["python-version"] == "default":
             project = None
     analysis = None
     if project is not None:
         analysis = analyze.prepare(project, output_dir, log, overrides)
+        cache = analysis.config.cache_dir
         if project.version == "latest" and not (root / "pyproject.toml").exists():
             return analysis, None
-    wheel = wheel_builder(root, work, log, analysis.config.python_version if analysis else None)
+    assert cache is not None  # one of the two configurations above was resolved
+    python = analysis.config.python_version if analysis else None
+    wheel = (wheel_builder or wheels.WheelBuilder()).build(root, work, log, python, cache)
     built = project_from_wheel(root, wheel)
     if analysis is None:
         return analyze.prepare(built, output_dir, log, overrides), wheel
@@ -158,11 +150,9 @@ def resolve_project(
     overrides: Mapping[str, Any],
     work: Path,
     log: Callable[[str], None],
-    wheel_builder: WheelBuilder = build_wheel,
 ) -> tuple[build_config.BuildConfig, Path | None]:
-    """The validated configuration and the wheel (None for a source application), built by
-    ``wheel_builder``."""
-    analysis, wheel = analyze_project(root, output_dir, overrides, work, log, wheel_builder)
+    """The validated configuration and the wheel (None for a source application)."""
+    analysis, wheel = analyze_project(root, output_dir, overrides, work, log)
     return analysis.config, wheel
 
 
@@ -171,17 +161,49 @@ def build_project(
     output_dir: Path,
     overrides: Mapping[str, Any],
     log: Callable[[str], None],
-    wheel_builder: WheelBuilder = build_wheel,
+    wheel_builder: wheels.WheelBuilder | None = None,
 ) -> BuildResult:
     """Build the image of the project at ``root`` into ``output_dir``, unless it is up to
-    date."""
+    date. ``wheel_builder``: one kept across builds (a watch loop), else a new one."""
+    from buildpacks.lifecycle import BuildResult
+
     if not root.is_dir():
         raise BuildError(f"{root}: not a directory")
+    early = check_early(root, output_dir, overrides)
+    if early is not None and early.found is not None:
+        for line in uptodate.report(early.found):
+            log(line)
+        found = early.found
+        return BuildResult(found.image, found.digest, Path(found.archive), early.platforms)
+    return build_checked(root, output_dir, overrides, log, early, wheel_builder)
+
+
+def build_checked(
+    root: Path,
+    output_dir: Path,
+    overrides: Mapping[str, Any],
+    log: Callable[[str], None],
+    early: Check | None,
+    wheel_builder: wheels.WheelBuilder | None = None,
+) -> BuildResult:
+    """``build_project`` once ``check_early`` has answered ``early`` (not up to date, or
+    not covered): the wheel, then the image, unless the check of the wheel's content finds
+    it up to date."""
+    from buildpacks.lifecycle import build_image
+
+    if not root.is_dir():
+        raise BuildError(f"{root}: not a directory")
+    builder = wheel_builder or wheels.WheelBuilder()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        analysis, wheel = analyze_project(
-            root, output_dir, overrides, Path(tmp), log, wheel_builder
-        )
-        return build_unless_up_to_date(analysis.config, wheel, log, run_images=analysis.run_images)
+        analysis, wheel = analyze_project(root, output_dir, overrides, Path(tmp), log, builder)
+        config = analysis.config
+        # The early fingerprint stands for the wheel only when this process built it with
+        # hatchling, as that check assumes; any other wheel is checked by its content.
+        if early is None or early.current is None or not builder.in_process:
+            return build_unless_up_to_date(config, wheel, log, run_images=analysis.run_images)
+        result = build_image(config, wheel, log, analysis.run_images)
+    uptodate.remember(early.record, early.current, config, result.digest, result.archive)
+    return result
 
 
 def build_unless_up_to_date(
@@ -199,6 +221,9 @@ def build_unless_up_to_date(
     an application without a wheel, every file its image copies is), with the resolved
     configuration (command-line flags and ``-C`` settings included). ``code``: the adapter
     running the build, beside the core; ``run_images``: the bases ``analyze.prepare`` opened."""
+    from buildpacks.builtin.application import source_files, wheel_content_digest
+    from buildpacks.lifecycle import BuildResult, build_image
+
     root = config.project.root
     record = uptodate.record_file(config.cache_dir, root, config.output_dir)
 
@@ -253,6 +278,8 @@ def describe(config: build_config.BuildConfig) -> list[str]:
         "debian-mirror": config.debian_mirror,
         "debian-keyring": config.debian_keyring,
     }
+    from buildpacks.oci.auth import redact
+
     missing = {o.key for o in build_config.OPTIONS} - set(values) - set(build_config.NARROW_ALIASES)
     assert not missing, missing  # every option is shown
     width = max(map(len, values))

@@ -4,11 +4,12 @@ as make and Gradle skip an up-to-date task.
 Its inputs are what the build reads, as the builder itself sees them, never a guess of which
 files matter:
 
-- what the route's builder resolved (``Inputs``): the Hatch route lists the files hatchling's
-  wheel builder selects (its ``.gitignore`` as it locates it, forced and shared files, license
-  files) and the core metadata it would write, version included; the other routes, whose
-  backend is unknown, key on the content of the wheel it built, or on every file a source
-  application's image copies; both routes add the resolved build configuration;
+- what the route's builder resolved (``Inputs``): the Hatch route, and the command line for a
+  hatchling project it builds in its own process, list the files hatchling's wheel builder
+  selects (its ``.gitignore`` as it locates it, forced and shared files, license files) and
+  the core metadata it would write, version included (the command line adds its flags); the
+  other routes, whose backend is unknown, key on the content of the wheel it built, or on
+  every file a source application's image copies, with the resolved build configuration;
 - the files of the project's root, which the core reads (``pyproject.toml``, lock files,
   ``.python-version``, ``Procfile``, ...);
 - the git state the image's labels come from (HEAD, the branch's ref, packed refs, config);

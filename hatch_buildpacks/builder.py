@@ -79,16 +79,21 @@ class ImageBuilder(BuilderInterface):
         yield from super().build(directory=directory, **options)
 
     def _take(self) -> uptodate.Fingerprint:
-        """The fingerprint of this build's inputs as hatchling's wheel builder sees them.
-        Raises ValueError for a build that cannot be checked: hatchling's flags, or build
-        hooks (they run arbitrary code while the wheel is built)."""
+        """The fingerprint of this build's inputs as hatchling's wheel builder sees them."""
+        return uptodate.fingerprint(
+            Path(self.root), os.environ, self.wheel_inputs(), code=[Path(__file__).parent]
+        )
+
+    def wheel_inputs(self) -> uptodate.Inputs:
+        """What hatchling's wheel builder reads and resolves (``_wheel_inputs``), also for
+        ``buildpacks build`` when it builds a hatchling wheel in its own process. Raises
+        ValueError for a build that cannot be checked: hatchling's flags, or build hooks
+        (they run arbitrary code while the wheel is built)."""
         if any(env_var_enabled(name) for name in HATCH_FLAG_VARS):
             raise ValueError("a hatchling flag is set")
         if self.config.hook_config or self._wheel_builder.config.hook_config:
             raise ValueError("build hooks run")
-        return uptodate.fingerprint(
-            Path(self.root), os.environ, self._wheel_inputs(), code=[Path(__file__).parent]
-        )
+        return self._wheel_inputs()
 
     def _wheel_inputs(self) -> uptodate.Inputs:
         """What hatchling's wheel builder reads and resolves: the files it selects and

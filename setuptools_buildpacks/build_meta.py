@@ -71,9 +71,10 @@ def build_wheel(
     import tempfile
 
     from buildpacks.errors import report
-    from buildpacks.frontend import build_unless_up_to_date, reproducible_wheel_env
+    from buildpacks.frontend import build_unless_up_to_date
     from buildpacks.lifecycle import analyze
     from buildpacks.project import project_from_wheel
+    from buildpacks.wheels import reproducible_env
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -86,7 +87,7 @@ def build_wheel(
             dist_info = _setuptools.prepare_metadata_for_build_wheel(tmp, config_settings)
             project = project_from_wheel(project_root(out), Path(tmp) / dist_info)
         analysis = analyze.prepare(project, out.resolve(), log, overrides=overrides)
-        with reproducible_wheel_env():
+        with reproducible_env():
             name = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
         build_unless_up_to_date(
             analysis.config,

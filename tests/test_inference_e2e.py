@@ -238,7 +238,7 @@ def test_unpinned_requirements_are_warned_about(session_dir, hatch_env):
 
 
 def test_command_line_finds_the_images_python_on_this_machine():
-    from buildpacks.frontend import host_python
+    from buildpacks.wheels import host_python
 
     found = host_python("3.11")  # Debian's python3.11, which the test bed installs
     assert found is not None

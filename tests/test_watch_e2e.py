@@ -155,17 +155,3 @@ def test_snapshot_leaves_out_the_output_build_by_products_vcs_and_venvs(tmp_path
     assert watch.snapshot(tmp_path, tmp_path / "dist") == before
     (tmp_path / "src/app.py").write_text("x = 2\n")
     assert watch.snapshot(tmp_path, tmp_path / "dist") != before
-
-
-def test_wheels_are_built_in_process_only_when_the_backend_is_installed(tmp_path):
-    example = testbed.copy_example(tmp_path / "example")
-    assert watch.in_process_backend(example) is not None  # hatchling is installed here
-    pyproject = example / "pyproject.toml"
-    save(pyproject, pyproject.read_text().replace('"hatchling"', '"hatchling<1"'))
-    assert watch.in_process_backend(example) is None  # built by uv with its pin, as before
-    in_tree = pyproject.read_text().replace(
-        'build-backend = "hatchling.build"',
-        'build-backend = "hatchling.build"\nbackend-path = ["."]',
-    )
-    save(pyproject, in_tree.replace('"hatchling<1"', '"hatchling"'))
-    assert watch.in_process_backend(example) is None  # an in-tree backend: left to uv build
