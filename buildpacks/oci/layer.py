@@ -167,18 +167,19 @@ class GzipBlocks(io.RawIOBase):
             self.sink.write(self.pending.popleft().result())
 
     def close(self) -> None:
-        """End the member: the last block, then CRC-32 and size. Not called on failure:
-        blocks in flight then finish unwritten (they only return bytes)."""
+        """End the member: the last block, then CRC-32 and size."""
         if not self.closed:
             self._add(bytes(self.buffer), last=True)
             self.sink.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
         super().close()
 
     def discard(self) -> None:
-        """Give up: blocks not yet started are dropped."""
+        """Give up, writing nothing more: blocks not yet started are dropped, those being
+        deflated finish unwritten (workers only return bytes)."""
         for future in self.pending:
             future.cancel()
         self.pending.clear()
+        super().close()  # closed, so that nothing (not even garbage collection) ends it
 
 
 @contextmanager
@@ -304,9 +305,9 @@ def _add_tree(
 def open_layer(layer: Layer) -> BinaryIO:
     """The uncompressed tar stream of a layer blob."""
     media_type = layer.descriptor.media_type
-    f = open(layer.path, "rb")  # noqa: SIM115  (the caller closes the returned stream)
     if media_type in (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP) or media_type.endswith("gzip"):
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return gzip.open(layer.path, "rb")  # type: ignore[return-value]  (closes its file)
+    f = open(layer.path, "rb")  # noqa: SIM115  (the caller closes the returned stream)
     if media_type == OCI_LAYER_ZSTD or media_type.endswith("zstd"):
         import zstandard  # only for zstd layers (a base's, or ours)
 
