@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.phases import intervals, stamped  # noqa: E402
 from bench.run import HEAVY, Wheelhouse, developer_env, edit, example_pins, make_project  # noqa: E402
 from buildpacks.builtin import Runtime  # noqa: E402
 from buildpacks.builtin.dependencies import GZIP_LEVEL, install  # noqa: E402
@@ -59,6 +59,17 @@ from buildpacks.oci.source import open_source  # noqa: E402
 from tests import testbed  # noqa: E402
 
 COMPRESSIONS = ("gzip", "zstd")
+# The cold build's intervals: (label, the first output line that ends it), as bench/phases.py.
+COLD_MARKS = [
+    ("Hatch starts; hatchling and our imports, configuration", "===> ANALYZING"),
+    ("analyze: the run image and its Python (read from its layers)", "Run image "),
+    ("the wheel (hatchling)", "Building image"),
+    ("detect, restore, the runtime buildpack", "Installing dependencies"),
+    ("dependencies: uv, the venv arranged, its layer written", "Application "),
+    ("application layer, processes", "===> EXPORTING"),
+    ("export: launch and SBOM layers, the archive finished", "Image: "),
+    ("close: the scratch directory removed; Hatch reports and exits", None),
+]
 LIFECYCLE = "io.buildpacks.lifecycle.metadata"
 
 
@@ -113,18 +124,11 @@ def uv_floor(project: Path, runtime: Runtime, wheelhouse: str, work: Path) -> fl
         shutil.rmtree(work, ignore_errors=True)
 
 
-def hatch_image(project: Path, env: dict[str, str]) -> str:
-    """``hatch build -t image``; its output."""
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "hatch"), "build", "-t", "image"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
+def hatch_image(project: Path, env: dict[str, str]) -> list[tuple[float, str]]:
+    """``hatch build -t image``: each line of its output with the time it arrived."""
+    return stamped(
+        [str(Path(sys.executable).parent / "hatch"), "build", "-t", "image"], project, env
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"hatch build -t image failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout + result.stderr
 
 
 def floor(repeat: int) -> int:
@@ -153,22 +157,25 @@ def floor(repeat: int) -> int:
                 "BP_LAYER_COMPRESSION": compression,
             }
 
-        output = hatch_image(project, cold_env("gzip", work / "warmup"))  # Hatch's environment
+        lines = hatch_image(project, cold_env("gzip", work / "warmup"))  # Hatch's environment
+        output = "".join(line for _, line in lines)
         found = re.search(r"Python (\S+) at (\S+); wheels for (\S+)", output)
         if found is None:
             raise RuntimeError(f"no runtime line in the build's output:\n{output}")
         version, interpreter, platform = found.groups()
         runtime = Runtime(interpreter, version, ".".join(version.split(".")[:2]), platform)
         times: dict[str, list[float]] = {}
+        phases: dict[str, dict[str, list[float]]] = {}
         layers: dict[str, list[tuple[str, bytes]]] = {}
         sizes: dict[str, int] = {}
         store = BlobStore(work / "bench-blobs")
         for _ in range(repeat):
             for compression in COMPRESSIONS:
                 cold = cold_env(compression, work / f"cache-{compression}")
-                started = time.perf_counter()
-                hatch_image(project, cold)
-                times.setdefault(f"cold {compression}", []).append(time.perf_counter() - started)
+                lines = hatch_image(project, cold)
+                times.setdefault(f"cold {compression}", []).append(lines[-1][0])
+                for label, seconds in intervals(lines, COLD_MARKS).items():
+                    phases.setdefault(compression, {}).setdefault(label, []).append(seconds)
                 archive = next((project / "dist").glob("*.tar"))
                 _, manifest, config = testbed.read_archive_manifest(archive)
                 metadata = json.loads(config["config"]["Labels"][LIFECYCLE])
@@ -195,9 +202,7 @@ def floor(repeat: int) -> int:
             hatch_image(project, warm_env)  # this compression's archive in dist/
             for n in range(repeat):
                 edit(project, n)
-                started = time.perf_counter()
-                hatch_image(project, warm_env)
-                warm.setdefault(compression, []).append(time.perf_counter() - started)
+                warm.setdefault(compression, []).append(hatch_image(project, warm_env)[-1][0])
     finally:
         wheelhouse.server.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -221,6 +226,12 @@ def floor(repeat: int) -> int:
             f"| {statistics.median(warm[compression]):.2f} s | {sizes[compression] / 1e6:.2f} MB "
             f"| {sizes[f'ours {compression}'] / 1e6:.2f} MB |"
         )
+    print("\nWhere the cold build's time goes (medians; the build's output lines stamped):\n")
+    print("| interval | " + " | ".join(COMPRESSIONS) + " |")
+    print("|---" * (1 + len(COMPRESSIONS)) + "|")
+    for label, _ in COLD_MARKS:
+        cells = [f"{statistics.median(phases[c][label]):.2f} s" for c in COMPRESSIONS]
+        print(f"| {label} | " + " | ".join(cells) + " |")
     return 0
 
 
