@@ -65,8 +65,11 @@ COLD_MARKS = [
     ("analyze: the run image and its Python (read from its layers)", "Run image "),
     ("the wheel (hatchling)", "Building image"),
     ("detect, restore, the runtime buildpack", "Installing dependencies"),
-    ("dependencies: uv, the venv arranged, its layer written", "Application "),
-    ("application layer, processes", "===> EXPORTING"),
+    (
+        "dependencies (uv, the venv arranged, its layer written); the application layer",
+        "Application ",
+    ),
+    ("processes", "===> EXPORTING"),
     ("export: launch and SBOM layers, the archive finished", "Image: "),
     ("close: the scratch directory removed; Hatch reports and exits", None),
 ]
