@@ -62,8 +62,8 @@ COMPRESSIONS = ("gzip", "zstd")
 # The cold build's intervals: (label, the first output line that ends it), as bench/phases.py.
 COLD_MARKS = [
     ("Hatch starts; hatchling and our imports, configuration", "===> ANALYZING"),
-    ("analyze: the run image and its Python (read from its layers)", "Run image "),
-    ("the wheel (hatchling)", "Building image"),
+    ("analyze: the run image opened", "Run image "),
+    ("its Python found (cold: its layers read); the wheel (hatchling)", "Building image"),
     ("detect, restore, the runtime buildpack", "Installing dependencies"),
     (
         "dependencies (uv, the venv arranged, its layer written); the application layer",
