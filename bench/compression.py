@@ -70,7 +70,7 @@ COLD_MARKS = [
         "Application ",
     ),
     ("processes", "===> EXPORTING"),
-    ("export: launch and SBOM layers, the archive finished", "Image: "),
+    ("export: launch and SBOM layers, the archive finished", "Archive"),
     ("close: the scratch directory removed; Hatch reports and exits", None),
 ]
 LIFECYCLE = "io.buildpacks.lifecycle.metadata"
