@@ -11,7 +11,7 @@ the puller's cost, and both are fast.
 
 With ``--floor``: the heavy project of ``bench/run.py`` (the example + numpy and pandas, the
 same wheelhouse served on loopback, the same compiled requirements.txt), on the local Debian
-base. Hatch's build environment is made once, outside the measurements. Then, in turns,
+base. Then, in turns,
 ``--repeat`` times each:
 
 - **cold**: ``hatch build -t image`` with an empty ``BP_CACHE_DIR`` and uv cache, for gzip
@@ -144,7 +144,7 @@ def floor(repeat: int) -> int:
             testbed.clean_env(
                 **testbed.plugin_env(testbed.build_wheelhouse(work / "plugin")),
                 HATCH_DATA_DIR=str(work / "hatch"),
-                BP_BASE_IMAGE=testbed.base_image(),
+                BP_BASE_IMAGE=testbed.debootstrap_base(),
                 UV_FIND_LINKS=wheelhouse.url,
                 UV_NO_INDEX="1",
             )
