@@ -10,9 +10,9 @@ compression, the median total time and the total size. Decompression is not time
 the puller's cost, and both are fast.
 
 With ``--floor``: the heavy project of ``bench/run.py`` (the example + numpy and pandas, the
-same wheelhouse served on loopback, the same compiled requirements.txt), on the local Debian
-base. Then, in turns,
-``--repeat`` times each:
+same wheelhouse served on loopback, the same compiled requirements.txt), on the debootstrap
+Debian base (``scripts/make-base-image.sh``). Hatch's build environment is made once, outside
+the measurements. Then, in turns, ``--repeat`` times each:
 
 - **cold**: ``hatch build -t image`` with an empty ``BP_CACHE_DIR`` and uv cache, for gzip
   (the default) and for ``BP_LAYER_COMPRESSION=zstd``;
