@@ -60,10 +60,13 @@ def stamped(command: list[str], cwd: Path, env: dict[str, str]) -> list[tuple[fl
     return lines
 
 
-def intervals(lines: list[tuple[float, str]]) -> dict[str, float]:
+def intervals(
+    lines: list[tuple[float, str]], marks: list[tuple[str, str | None]] = MARKS
+) -> dict[str, float]:
+    """The time between marks: label -> seconds; marks missing from the lines are skipped."""
     found: dict[str, float] = {}
     last = 0.0
-    for label, mark in MARKS:
+    for label, mark in marks:
         if mark is None:
             at = lines[-1][0]
         else:

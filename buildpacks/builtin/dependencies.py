@@ -98,7 +98,11 @@ def install(
         "--target", str(target),
         "--python-version", runtime.version,
         "--python-platform", runtime.wheel_platform,
-        "--link-mode", "copy",
+        # Links into uv's cache, not copies: cheaper to make and, above all, to remove with
+        # the build's scratch directory (no data blocks to free). Every file changed later
+        # is unlinked first (relocate_scripts, fix_records), so the cache is never written.
+        # uv copies when its cache is on another file system.
+        "--link-mode", "hardlink",
         *(["--no-deps"] if locked.complete else []),
         *index_args,
         "-r", str(requirements),
@@ -214,6 +218,7 @@ def fix_records(site: Path, bin_dir: Path) -> None:
             lines.append(row)
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerows(lines)
+        record.unlink()  # a link into uv's cache: never written through
         record.write_text(out.getvalue(), encoding="utf-8")
 
 

@@ -1,18 +1,26 @@
 """Reproducible layers: written from a staged directory tree with sorted entries, fixed
 mtimes, fixed owners (root, or the image user for trees it writes to) and normalised modes,
-gzipped without a time or name in the header (or zstd-compressed, single-threaded so the
-bytes depend on the input alone).
+gzipped without a time or name in the header (or zstd-compressed).
+Compression runs on every core while the tar is being written: gzip as pigz does it
+(independent deflate blocks, each primed with the input before it, joined into one gzip
+member), zstd in its multi-threaded mode; in both the bytes depend on the input alone, never
+on the number of threads or on their timing.
 Also the read side: walking the entries of existing layer blobs, whiteouts included."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
 import os
 import stat
+import struct
 import tarfile
+import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,6 +40,10 @@ from buildpacks.oci.model import (
 DEFAULT_EPOCH = 315532801
 # zstd's own default: about as fast as gzip level 1 here, and smaller than gzip level 6.
 ZSTD_LEVEL = 3
+# gzip layers are deflated in blocks of this much input, side by side. Part of the format:
+# another size gives other bytes (and so other digests); the number of threads does not.
+GZIP_BLOCK = 1 << 20
+_WINDOW = 1 << 15  # deflate's window: what a block may refer back to in the one before it
 
 
 class _HashingWriter(io.RawIOBase):
@@ -81,30 +93,124 @@ def _normal_mode(st_mode: int) -> int:
     return 0o644
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    """The threads that deflate gzip blocks: one per core, started on first use (a layer
+    of one block never needs them) and kept for the process (``buildpacks watch``)."""
+    return ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="deflate")
+
+
+def _deflate(block: bytes, primer: bytes, level: int, last: bool) -> bytes:
+    """``block`` as raw deflate, its back-references reaching into ``primer`` (the input
+    just before it); ended by a sync flush (an empty stored block: byte-aligned, not final)
+    so that the next block's deflate can follow it, or, for the ``last``, as a final block.
+    zlib releases the GIL while it works."""
+    if primer:
+        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zdict=primer)
+    else:
+        c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+class GzipBlocks(io.RawIOBase):
+    """One gzip member (no name, time 0) written to ``sink`` as pigz writes one: the input
+    cut into ``GZIP_BLOCK`` blocks, deflated by ``pool`` (None: by the writing thread) at
+    most two per thread at a time, and written in order. The blocks depend on the input
+    alone, so any pool gives the same bytes; an input of one block is deflated here, with
+    no thread."""
+
+    def __init__(self, sink: BinaryIO, level: int, pool: ThreadPoolExecutor | None) -> None:
+        self.sink, self.level, self.pool = sink, level, pool
+        self.buffer = bytearray()
+        self.primer = b""
+        self.crc = 0
+        self.size = 0
+        self.pending: deque[Future[bytes]] = deque()
+        self.limit = 2 * _cores()
+        # As gzip.GzipFile writes it: deflate, no flags, no time, the level hint, OS unknown.
+        xfl = {9: 2, 1: 4}.get(level, 0)
+        sink.write(struct.pack("<BBBBIBB", 0x1F, 0x8B, 8, 0, 0, xfl, 255))
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.buffer += data
+        while len(self.buffer) >= GZIP_BLOCK:
+            block = bytes(self.buffer[:GZIP_BLOCK])
+            del self.buffer[:GZIP_BLOCK]
+            self._add(block, last=False)
+        return len(data)
+
+    def _add(self, block: bytes, last: bool) -> None:
+        self.crc = zlib.crc32(block, self.crc)
+        self.size += len(block)
+        primer, self.primer = self.primer, block[-_WINDOW:]
+        if self.pool is None or last:
+            self._drain(0)
+            self.sink.write(_deflate(block, primer, self.level, last))
+        else:
+            self.pending.append(self.pool.submit(_deflate, block, primer, self.level, last))
+            self._drain(self.limit)
+
+    def _drain(self, keep: int) -> None:
+        """Write the finished blocks at the head, and wait for more until at most ``keep``
+        are in flight. A worker's exception is raised here, in the writing thread."""
+        while self.pending and (len(self.pending) > keep or self.pending[0].done()):
+            self.sink.write(self.pending.popleft().result())
+
+    def close(self) -> None:
+        """End the member: the last block, then CRC-32 and size."""
+        if not self.closed:
+            self._add(bytes(self.buffer), last=True)
+            self.sink.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
+        super().close()
+
+    def discard(self) -> None:
+        """Give up, writing nothing more: blocks not yet started are dropped, those being
+        deflated finish unwritten (workers only return bytes)."""
+        for future in self.pending:
+            future.cancel()
+        self.pending.clear()
+        super().close()  # closed, so that nothing (not even garbage collection) ends it
+
+
 @contextmanager
 def _compressed_blob(
     store: BlobStore, compression: str, compresslevel: int
 ) -> Iterator[tuple[_HashingWriter, list[Layer]]]:
     """A writable uncompressed stream; on exit its compressed form is a blob of ``store``,
-    described in the one-element list. gzip: no name, no time, level ``compresslevel``;
-    zstd: level ``ZSTD_LEVEL``, one thread."""
+    described in the one-element list: adopted whole, or (on any failure, a worker's
+    included) not at all. gzip: ``GzipBlocks`` at level ``compresslevel``; zstd: level
+    ``ZSTD_LEVEL``, multi-threaded (one worker or more: their number changes no byte)."""
     out: list[Layer] = []
     with store.writer() as (f, temp):
         compressed = _HashingWriter(f)
+        sink: BinaryIO
         if compression == "zstd":
             import zstandard  # only builds that ask for zstd pay for the import
 
             media_type = OCI_LAYER_ZSTD
-            sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0).stream_writer(
+            sink = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=_cores()).stream_writer(
                 compressed, closefd=False
             )
         else:
             media_type = OCI_LAYER_GZIP
-            sink = gzip.GzipFile(
-                filename="", mode="wb", fileobj=compressed, compresslevel=compresslevel, mtime=0
-            )
-        raw = _HashingWriter(sink)  # type: ignore[arg-type]
-        yield raw, out
+            sink = GzipBlocks(compressed, compresslevel, _pool())  # type: ignore[assignment]
+        raw = _HashingWriter(sink)
+        try:
+            yield raw, out
+        except BaseException:
+            if isinstance(sink, GzipBlocks):
+                sink.discard()
+            raise
         sink.close()
         f.close()
         digest = "sha256:" + compressed.sha.hexdigest()
@@ -199,9 +305,9 @@ def _add_tree(
 def open_layer(layer: Layer) -> BinaryIO:
     """The uncompressed tar stream of a layer blob."""
     media_type = layer.descriptor.media_type
-    f = open(layer.path, "rb")  # noqa: SIM115  (the caller closes the returned stream)
     if media_type in (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP) or media_type.endswith("gzip"):
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return gzip.open(layer.path, "rb")  # type: ignore[return-value]  (closes its file)
+    f = open(layer.path, "rb")  # noqa: SIM115  (the caller closes the returned stream)
     if media_type == OCI_LAYER_ZSTD or media_type.endswith("zstd"):
         import zstandard  # only for zstd layers (a base's, or ours)
 
