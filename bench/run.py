@@ -293,6 +293,9 @@ class Ours:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # A bench started as a background job inherits SIGINT ignored; the loop must
+            # see the Ctrl-C that ends it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         lines: queue.Queue[str] = queue.Queue()
 
