@@ -146,15 +146,8 @@ def test_daemon_sink_loads_the_host_image_into_podmans_docker_api(
 ):
     import docker
 
-    socket_path = session_dir / "index-docker.sock"
-    service = subprocess.Popen(
-        [*podman.args, "system", "service", "--time=0", f"unix://{socket_path}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        testbed.wait_for_socket(socket_path)
-        monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
+    with podman.docker_api(session_dir / "index-docker.sock") as docker_host:
+        monkeypatch.setenv("DOCKER_HOST", docker_host)
         archive = tmp_path / NAME
         ArchiveSink(archive, "daemon-multi:from-archive", 0).write(index, print)
         host = index.host_image()
@@ -166,7 +159,7 @@ def test_daemon_sink_loads_the_host_image_into_podmans_docker_api(
             written = DaemonSink(reference, 0, given).write(index, lines.append)
             assert written == host.digest()
             assert any("Loaded into the daemon" in line and "amd64" in line for line in lines)
-            client = docker.DockerClient(base_url=f"unix://{socket_path}")
+            client = docker.DockerClient(base_url=docker_host)
             try:
                 attrs = client.images.get(reference).attrs
             finally:
@@ -175,9 +168,6 @@ def test_daemon_sink_loads_the_host_image_into_podmans_docker_api(
             assert attrs["Id"].removeprefix("sha256:") == (
                 host.config_descriptor().digest.removeprefix("sha256:")
             )
-    finally:
-        service.terminate()
-        service.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

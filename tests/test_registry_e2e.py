@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import subprocess
 import threading
 from pathlib import Path
 
@@ -249,58 +248,51 @@ def test_base_pull_policy_uses_the_local_cache(session_dir, hatch_env, registry,
 
 
 def test_daemon_load_into_podmans_docker_api(session_dir, hatch_env, podman):
-    socket_path = session_dir / "docker.sock"
-    service = subprocess.Popen(
-        [*podman.args, "system", "service", "--time=0", f"unix://{socket_path}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        testbed.wait_for_socket(socket_path)
-        _, result = build(
-            session_dir,
-            hatch_env,
-            "daemon",
-            BP_DAEMON="true",
-            DOCKER_HOST=f"unix://{socket_path}",
-            BP_IMAGE="daemon-example:0.1.0",
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "Loaded into the daemon" in result.stdout + result.stderr
-        digest = testbed.read_archive_manifest(
-            session_dir / "daemon" / "dist/daemon-example-0.1.0.tar"
-        )[0]
-        # A builder with no layer cache (only the base, as after any first build) and no dist/
-        # reuses the layers of the daemon's previous image.
-        again_project = testbed.copy_example(session_dir / "daemon-again")
-        again = testbed.hatch_build(
-            again_project,
-            hatch_env,
-            {
-                "BP_DAEMON": "true",
-                "DOCKER_HOST": f"unix://{socket_path}",
-                "BP_IMAGE": "daemon-example:0.1.0",
-                "BP_CACHE_DIR": testbed.seeded_cache(session_dir / "daemon-cache"),
-            },
-        )
-        out = again.stdout + again.stderr
-        assert again.returncode == 0, out
-        assert (
-            "Restored python-buildpacks/dependencies venv layer" in out and "Installing" not in out
-        )
-        assert (
-            testbed.read_archive_manifest(again_project / "dist/daemon-example-0.1.0.tar")[0]
-            == digest
-        )
-        port = testbed.free_port()
-        podman("rm", "-f", "from-daemon", check=False)
-        podman.serve("daemon-example:0.1.0", port, "from-daemon")
-        status, body = testbed.wait_for_http(f"http://127.0.0.1:{port}/")
-        assert status == 200 and json.loads(body)["version"] == "0.1.0"
-    finally:
-        podman("rm", "-f", "-t", "2", "from-daemon", check=False)
-        service.terminate()
-        service.wait(timeout=10)
+    with podman.docker_api(session_dir / "docker.sock") as docker_host:
+        try:
+            _, result = build(
+                session_dir,
+                hatch_env,
+                "daemon",
+                BP_DAEMON="true",
+                DOCKER_HOST=docker_host,
+                BP_IMAGE="daemon-example:0.1.0",
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "Loaded into the daemon" in result.stdout + result.stderr
+            digest = testbed.read_archive_manifest(
+                session_dir / "daemon" / "dist/daemon-example-0.1.0.tar"
+            )[0]
+            # A builder with no layer cache (only the base, as after any first build) and no dist/
+            # reuses the layers of the daemon's previous image.
+            again_project = testbed.copy_example(session_dir / "daemon-again")
+            again = testbed.hatch_build(
+                again_project,
+                hatch_env,
+                {
+                    "BP_DAEMON": "true",
+                    "DOCKER_HOST": docker_host,
+                    "BP_IMAGE": "daemon-example:0.1.0",
+                    "BP_CACHE_DIR": testbed.seeded_cache(session_dir / "daemon-cache"),
+                },
+            )
+            out = again.stdout + again.stderr
+            assert again.returncode == 0, out
+            assert (
+                "Restored python-buildpacks/dependencies venv layer" in out
+                and "Installing" not in out
+            )
+            assert (
+                testbed.read_archive_manifest(again_project / "dist/daemon-example-0.1.0.tar")[0]
+                == digest
+            )
+            port = testbed.free_port()
+            podman("rm", "-f", "from-daemon", check=False)
+            podman.serve("daemon-example:0.1.0", port, "from-daemon")
+            status, body = testbed.wait_for_http(f"http://127.0.0.1:{port}/")
+            assert status == 200 and json.loads(body)["version"] == "0.1.0"
+        finally:
+            podman("rm", "-f", "-t", "2", "from-daemon", check=False)
 
 
 def test_bearer_token_registry_anonymous_pull_and_authenticated_push(

@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -157,6 +159,22 @@ class Podman:
         self("rm", "-a", "-f", check=False)
         self("system", "reset", "--force", check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    @contextmanager
+    def docker_api(self, socket_path: Path) -> Iterator[str]:
+        """podman's Docker-compatible API service on ``socket_path`` while the block runs;
+        gives its ``DOCKER_HOST`` address."""
+        service = subprocess.Popen(
+            [*self.args, "system", "service", "--time=0", f"unix://{socket_path}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_socket(socket_path)
+            yield f"unix://{socket_path}"
+        finally:
+            service.terminate()
+            service.wait(timeout=20)
 
     def run(self, image: str, *command: str, entrypoint: str | None = None) -> str:
         """Run a container to completion and return its standard output."""
