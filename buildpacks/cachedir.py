@@ -51,15 +51,16 @@ def discard(path: Path, cache: Path) -> None:
 
 def empty_trash(cache: Path) -> None:
     """Remove what is in the cache's trash, in a daemon thread that the build does not wait
-    for: what is left when the process ends is removed by the next build. Concurrent builds
-    sharing the cache may empty it together."""
+    for: what is left when the process ends is removed by the next build. Files (archives)
+    go first, directories (scratch, many files) after. Concurrent builds sharing the cache
+    may empty it together."""
 
     def run() -> None:
         try:
             entries = list(os.scandir(trash_dir(cache)))
         except OSError:
             return
-        for entry in entries:
+        for entry in sorted(entries, key=lambda e: e.is_dir(follow_symlinks=False)):
             try:
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)

@@ -66,8 +66,11 @@ class LayerFiles:
         from installer.records import Hash, RecordEntry
         from installer.utils import copyfileobj_with_hashing
 
-        name = posixpath.normpath(posixpath.join(self.schemes[scheme], path))
-        if name.startswith(("/", "../")) or name == "..":
+        base = self.schemes[scheme]
+        name = posixpath.normpath(posixpath.join(base, path))
+        # As installer refuses it: a path that leaves its scheme's directory.
+        inside = posixpath.relpath(name, base)
+        if inside == ".." or inside.startswith("../") or posixpath.isabs(name):
             raise ValueError(f"Attempting to write {path} outside of the target directory")
         if name in self.files:
             raise FileExistsError(f"File already exists: {name}")
@@ -174,6 +177,10 @@ def check_wheel_fits(wheel: Path, runtime: Runtime, host: Host | None = None) ->
         tags = parse_wheel_filename(wheel.name)[3]
     except InvalidWheelFilename as e:
         raise BuildError(f"{wheel.name}: not a wheel file name ({e})") from None
+    # Most project wheels are pure: found so, without listing the image's ~600 tags.
+    pure = {f"py{runtime.minor.split('.')[0]}", f"py{runtime.minor.replace('.', '')}"}
+    if any(t.interpreter in pure and t.abi == "none" and t.platform == "any" for t in tags):
+        return
     if tags & image_tags(runtime, host):
         return
     shown = ", ".join(sorted(map(str, tags)))
