@@ -50,10 +50,14 @@ def discard(path: Path, cache: Path) -> None:
 
 
 def empty_trash(cache: Path) -> None:
-    """Remove what is in the cache's trash, in a daemon thread that the build does not wait
-    for: what is left when the process ends is removed by the next build. Files (archives)
-    go first, directories (scratch, many files) after. Concurrent builds sharing the cache
-    may empty it together."""
+    """Move the scratch directories of builds that were killed into the cache's trash, then
+    remove what is in it, in a daemon thread that the build does not wait for: what is left
+    when the process ends is removed by the next build. Files (archives) go first,
+    directories (scratch, many files) after. Concurrent builds sharing the cache may empty
+    it together."""
+    from buildpacks.oci.blobs import remove_stale
+
+    remove_stale(cache / "tmp", "work-*", lambda path: discard(path, cache))
 
     def run() -> None:
         try:
@@ -75,13 +79,11 @@ def empty_trash(cache: Path) -> None:
 @contextmanager
 def work_dir(cache: Path) -> Iterator[Path]:
     """A build's scratch directory (staged layers), under ``cache/tmp`` and claimed for the
-    build's lifetime, so that the next build removes one left by a build that was killed;
-    moved into the trash on exit."""
-    from buildpacks.oci.blobs import claimed, remove_stale
+    build's lifetime, so that the next build (``empty_trash``) finds one left by a build
+    that was killed; moved into the trash on exit."""
+    from buildpacks.oci.blobs import claimed
 
-    tmp = cache / "tmp"
-    remove_stale(tmp, "work-*")
-    fd, path = claimed(tmp, "work-", is_dir=True)
+    fd, path = claimed(cache / "tmp", "work-", is_dir=True)
     try:
         yield path
     finally:

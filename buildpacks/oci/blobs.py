@@ -71,9 +71,17 @@ def claimed(
         os.close(fd)
 
 
-def remove_stale(directory: Path, pattern: str) -> None:
-    """Remove the temp files and directories matching ``pattern`` in ``directory`` whose
-    makers have ended: their lock is free. Live ones, of concurrent builds, stay."""
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale(directory: Path, pattern: str, remove: Callable[[Path], None] = _remove) -> None:
+    """Remove (with ``remove``) the temp files and directories matching ``pattern`` in
+    ``directory`` whose makers have ended: their lock is free. Live ones, of concurrent
+    builds, stay."""
     try:
         candidates = list(directory.glob(pattern))
     except OSError:
@@ -85,10 +93,7 @@ def remove_stale(directory: Path, pattern: str) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove(path)
         except OSError:
             pass  # locked: its maker is still running
         finally:
