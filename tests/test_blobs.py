@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from buildpacks.errors import BuildError
+from buildpacks.oci import blobs
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import iter_entries
 from buildpacks.oci.model import Platform, RegistryOptions
@@ -363,3 +364,15 @@ def test_an_untouched_verified_blob_is_not_hashed_again_and_a_touched_one_is(tmp
     assert path.stat().st_size == before.st_size
     assert not blobs.BlobStore(tmp_path / "store").has(digest)
     assert hashed == [path] and not path.exists()
+
+
+@pytest.mark.parametrize("is_dir", [False, True])
+def test_an_interrupt_while_claiming_a_temp_file_leaves_none(tmp_path, monkeypatch, is_dir):
+    # Ctrl-C lands between any two Python calls; right after the file is made is the worst.
+    def interrupted(fd: int, operation: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(blobs.fcntl, "flock", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        blobs.claimed(tmp_path / "tmp", "blob-", is_dir=is_dir)
+    assert list((tmp_path / "tmp").iterdir()) == []

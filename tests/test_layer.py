@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from buildpacks.oci.blobs import BlobStore, file_digest
-from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.oci.layer import File, MemoryTree, Symlink, TreeMapping, write_layer
 
 
 def make_tree(root: Path, stamp: int) -> Path:
@@ -33,6 +33,48 @@ def test_same_tree_same_digest_regardless_of_mtime(tmp_path):
     assert one.digest == two.digest and one.diff_id == two.diff_id
     assert file_digest(one.path) == one.digest
     assert one.descriptor.size == one.path.stat().st_size
+
+
+def test_a_tree_held_in_memory_gives_the_blob_of_the_same_tree_staged_on_disk(tmp_path):
+    # Names that sort differently as whole paths than child by child ("a-b" < "a/" but
+    # "a" < "a-b"), an executable, a symlink, an empty directory, an owner.
+    files = {
+        "a/x.py": File(b"x = 1\n"),
+        "a-b/y.py": File(b"y = 2\n"),
+        "bin/tool": File(b"#!/bin/sh\necho hi\n", executable=True),
+        "bin/link": Symlink("tool"),
+        "var": None,
+    }
+    root = tmp_path / "staged"
+    for name, entry in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if entry is None:
+            path.mkdir()
+        elif isinstance(entry, Symlink):
+            path.symlink_to(entry.target)
+        else:
+            path.write_bytes(entry.data)
+            path.chmod(0o755 if entry.executable else 0o644)
+    (tmp_path / "empty").mkdir()
+    store = BlobStore(tmp_path / "store")
+    for compression in ("zstd", "gzip"):
+        on_disk = write_layer(
+            store,
+            [TreeMapping(root, "/layers/x"), TreeMapping(tmp_path / "empty", "/w", (1000, 1000))],
+            compression=compression,
+        )
+        in_memory = write_layer(
+            store,
+            [MemoryTree(files, "/layers/x"), MemoryTree({}, "/w", (1000, 1000))],
+            compression=compression,
+        )
+        assert in_memory.digest == on_disk.digest, compression
+    with tarfile.open(in_memory.path) as tar:  # the gzip one
+        names = tar.getnames()
+        assert tar.getmember("w").uid == 1000
+    assert names.index("layers/x/a/x.py") < names.index("layers/x/a-b/y.py")
+    assert "w" in names and "layers/x/var" in names
 
 
 def test_entries_sorted_owners_cleared_mtime_fixed_parents_present(tmp_path):
@@ -251,7 +293,7 @@ import sys
 from pathlib import Path
 from buildpacks import errors
 from buildpacks.oci.blobs import BlobStore
-from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.oci.layer import File, MemoryTree, Symlink, TreeMapping, write_layer
 tree, store = Path(sys.argv[1]), BlobStore(Path(sys.argv[2]))
 try:
     write_layer(store, [TreeMapping(tree, "/layers/x")], compresslevel=1, compression=sys.argv[3])

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from buildpacks.builtin import Process
-from buildpacks.builtin.processes import command_argv, launcher, plan_processes, write_entries
+from buildpacks.builtin.processes import command_argv, entries, launcher, plan_processes
 from buildpacks.config import resolve
 from buildpacks.errors import BuildError
+from buildpacks.oci.layer import Symlink
 from buildpacks.project import Project, read_procfile
 
 
@@ -94,6 +95,17 @@ def test_bad_procfiles_are_errors(tmp_path, content, message):
     (tmp_path / "Procfile").write_bytes(content)
     with pytest.raises(BuildError, match=message):
         read_procfile(tmp_path)
+
+
+def write_entries(processes: list[Process], interpreter: str, directory: Path) -> None:
+    """The ``/cnb/process`` entries on disk, to be run."""
+    directory.mkdir(parents=True)
+    for name, entry in entries(processes, interpreter).items():
+        if isinstance(entry, Symlink):
+            (directory / name).symlink_to(entry.target)
+        else:
+            (directory / name).write_bytes(entry.data)
+            (directory / name).chmod(0o755 if entry.executable else 0o644)
 
 
 def run_entry(tmp_path: Path, process: Process, *args: str) -> subprocess.CompletedProcess[str]:

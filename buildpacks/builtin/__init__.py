@@ -76,7 +76,7 @@ class BuildContext:
     wheel: Path | None  # None: an application without a wheel, its source copied as it is
     run_image: Image
     store: BlobStore
-    work_dir: Path
+    scratch: Callable[[], Path]  # the build's scratch directory, made on first call
     log: Callable[[str], None]
     runtime: Runtime | None = None
     env: dict[str, str] = field(default_factory=dict)

@@ -5,15 +5,17 @@ shebangs that name the venv's interpreter in the image; no bytecode is compiled.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import platform
+import posixpath
 import re
 import shutil
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pathspec
 from packaging.tags import Tag, compatible_tags, cpython_tags
@@ -32,7 +34,7 @@ from buildpacks.builtin import (
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import file_digest
-from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.oci.layer import File, MemoryTree, TreeMapping, write_layer
 from buildpacks.oci.model import Layer, Platform
 
 ID = "python-buildpacks/application"
@@ -52,28 +54,74 @@ def site_dir(runtime: Runtime) -> str:
     return f"{APP}/lib/python{runtime.minor}/site-packages"
 
 
-def install_wheel(wheel: Path, stage: Path, runtime: Runtime, interpreter: str) -> None:
-    """Install ``wheel`` into ``stage``, laid out as it will be at ``APP`` in the image."""
+class LayerFiles:
+    """Where ``installer`` puts what a wheel installs (its ``WheelDestination`` interface):
+    in memory, as the files of the app layer, each scheme at its place under ``APP``."""
+
+    def __init__(self, schemes: dict[str, str], interpreter: str) -> None:
+        self.schemes, self.interpreter = schemes, interpreter
+        self.files: dict[str, File] = {}
+
+    def _add(self, scheme: str, path: str, stream: BinaryIO, executable: bool) -> Any:
+        from installer.records import Hash, RecordEntry
+        from installer.utils import copyfileobj_with_hashing
+
+        base = self.schemes[scheme]
+        name = posixpath.normpath(posixpath.join(base, path))
+        # As installer refuses it: a path that leaves its scheme's directory.
+        inside = posixpath.relpath(name, base)
+        if inside == ".." or inside.startswith("../") or posixpath.isabs(name):
+            raise ValueError(f"Attempting to write {path} outside of the target directory")
+        if name in self.files:
+            raise FileExistsError(f"File already exists: {name}")
+        data = io.BytesIO()
+        digest, size = copyfileobj_with_hashing(stream, data, "sha256")
+        self.files[name] = File(data.getvalue(), executable)
+        return RecordEntry(path, Hash("sha256", digest), size)
+
+    def write_file(self, scheme: str, path: str, stream: BinaryIO, is_executable: bool) -> Any:
+        """A file of the wheel; a script's ``#!python`` names ``interpreter``."""
+        from installer.utils import fix_shebang
+
+        if scheme == "scripts":
+            with fix_shebang(stream, self.interpreter) as fixed:
+                return self._add(scheme, path, fixed, is_executable)
+        return self._add(scheme, path, stream, is_executable)
+
+    def write_script(self, name: str, module: str, attr: str, section: Any) -> Any:
+        """A console or GUI script's launcher, as ``installer`` writes it for POSIX."""
+        from installer.scripts import Script
+
+        script_name, data = Script(name, module, attr, section).generate(self.interpreter, "posix")
+        return self._add("scripts", script_name, io.BytesIO(data), True)
+
+    def finalize_installation(self, scheme: str, record_file_path: str, records: Any) -> None:
+        """The ``RECORD`` file, its paths relative to ``scheme``'s directory."""
+        from installer.utils import construct_record_file
+
+        def prefix(file_scheme: str) -> str | None:
+            if file_scheme == scheme:
+                return None
+            return posixpath.relpath(self.schemes[file_scheme], self.schemes[scheme]) + "/"
+
+        with construct_record_file(list(records), prefix) as stream:
+            self._add(scheme, record_file_path, stream, False)
+
+
+def install_wheel(wheel: Path, runtime: Runtime, interpreter: str) -> dict[str, File]:
+    """What ``wheel`` installs, by path relative to ``APP`` in the image."""
     from installer import install  # only when the layer is rebuilt: keeps warm starts short
-    from installer.destinations import SchemeDictionaryDestination
     from installer.sources import WheelFile
 
     site = site_dir(runtime).removeprefix(APP + "/")
-    scheme = {
-        "purelib": str(stage / site),
-        "platlib": str(stage / site),
-        "scripts": str(stage / "bin"),
-        "headers": str(stage / "include"),
-        "data": str(stage),
-    }
-    destination = SchemeDictionaryDestination(
-        scheme, interpreter=interpreter, script_kind="posix", bytecode_optimization_levels=()
-    )
+    schemes = {"purelib": site, "platlib": site, "scripts": "bin", "headers": "include"}
+    destination = LayerFiles({**schemes, "data": "."}, interpreter)
     try:
         with WheelFile.open(wheel) as source:
-            install(source, destination, {"INSTALLER": b"python-buildpacks\n"})
+            install(source, destination, {"INSTALLER": b"python-buildpacks\n"})  # type: ignore[arg-type]
     except Exception as e:  # installer raises plain exceptions for broken wheels
         raise BuildError(f"{wheel.name}: cannot be installed ({e})") from None
+    return destination.files
 
 
 @dataclass(frozen=True)
@@ -129,6 +177,10 @@ def check_wheel_fits(wheel: Path, runtime: Runtime, host: Host | None = None) ->
         tags = parse_wheel_filename(wheel.name)[3]
     except InvalidWheelFilename as e:
         raise BuildError(f"{wheel.name}: not a wheel file name ({e})") from None
+    # Most project wheels are pure: found so, without listing the image's ~600 tags.
+    pure = {f"py{runtime.minor.split('.')[0]}", f"py{runtime.minor.replace('.', '')}"}
+    if any(t.interpreter in pure and t.abi == "none" and t.platform == "any" for t in tags):
+        return
     if tags & image_tags(runtime, host):
         return
     shown = ", ".join(sorted(map(str, tags)))
@@ -218,14 +270,10 @@ class ApplicationBuildpack:
         )
 
         def build_app() -> tuple[Layer, dict[str, Any]]:
-            stage = ctx.work_dir / "app"
-            install_wheel(wheel, stage, runtime, venv_python)
-            writable = ctx.work_dir / "writable"
-            writable.mkdir()
             mappings = [
-                TreeMapping(stage, APP),
-                TreeMapping(writable, VAR, IMAGE_USER),
-                TreeMapping(writable, WORKSPACE, IMAGE_USER),
+                MemoryTree(install_wheel(wheel, runtime, venv_python), APP),
+                MemoryTree({}, VAR, IMAGE_USER),
+                MemoryTree({}, WORKSPACE, IMAGE_USER),
             ]
             return write_layer(
                 ctx.store,
@@ -257,7 +305,7 @@ class ApplicationBuildpack:
         )
 
         def build_app() -> tuple[Layer, dict[str, Any]]:
-            stage = ctx.work_dir / "workspace"
+            stage = ctx.scratch() / "workspace"
             for name in files:
                 (stage / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, stage / name, follow_symlinks=False)

@@ -329,9 +329,10 @@ class DependenciesBuildpack:
             else:
                 check_wheels([(config, runtime)], ctx.log)
             ctx.log(f"Installing dependencies from {locked.source} for {runtime.wheel_platform}")
-            installed = ctx.work_dir / "uv-target"
-            install(locked, installed, runtime, index_args, ctx.work_dir)
-            stage = ctx.work_dir / "venv"
+            work = ctx.scratch()
+            installed = work / "uv-target"
+            install(locked, installed, runtime, index_args, work)
+            stage = work / "venv"
             make_venv(stage, installed, runtime)
             packages = packages_in(stage / "lib" / f"python{runtime.minor}" / "site-packages")
             # Compression is the cold build's bottleneck and this is the big layer: level 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
@@ -20,6 +19,7 @@ from buildpacks.builtin import BuildContext, Process
 from buildpacks.builtin.application import BIN
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
+from buildpacks.oci.layer import File, Symlink
 
 ID = "python-buildpacks/processes"
 VERSION = "0.1.0"
@@ -194,17 +194,16 @@ except OSError as e:
 """
 
 
-def write_entries(processes: list[Process], interpreter: str, directory: Path) -> None:
-    """``/cnb/process/<type>`` for each process, staged in ``directory``: a symlink to a
-    lone program (the kernel runs it, with the arguments, as PID 1), else a launcher."""
-    directory.mkdir(parents=True)
+def entries(processes: list[Process], interpreter: str) -> dict[str, File | Symlink]:
+    """``/cnb/process/<type>`` for each process, by type: a symlink to a lone program (the
+    kernel runs it, with the arguments, as PID 1), else a launcher."""
+    found: dict[str, File | Symlink] = {}
     for process in processes:
-        entry = directory / process.type
         if process.direct and len(process.command) == 1 and process.command[0].startswith("/"):
-            entry.symlink_to(process.command[0])
+            found[process.type] = Symlink(process.command[0])
         else:
-            entry.write_text(launcher(process, interpreter))
-            entry.chmod(0o755)
+            found[process.type] = File(launcher(process, interpreter).encode(), executable=True)
+    return found
 
 
 class ProcessesBuildpack:

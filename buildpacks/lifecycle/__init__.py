@@ -14,8 +14,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from buildpacks import cachedir
 from buildpacks.builtin import BuildContext, application, dependencies, runtime
-from buildpacks.cachedir import work_dir
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle import analyze, build, detect, export, platforms, restore
@@ -65,8 +65,13 @@ def build_platform(
             previous = restore.previous_sources(config, str(export.archive_path(config)))
             reusable = restore.restore(config, previous, store, stack, log)
         log("===> BUILDING")
-        work = stack.enter_context(work_dir(config.cache_dir))
-        built = build.build(config, plan, wheel, run_image, store, work, log, reusable, wheel_check)
+        # Made only when a layer is staged on disk (a rebuilt dependencies layer, a source
+        # tree): a warm build writes its layers from memory, and making and removing a
+        # directory is not free (milliseconds each on a file system mounted with discard).
+        scratch = functools.cache(lambda: stack.enter_context(cachedir.work_dir(config.cache_dir)))
+        built = build.build(
+            config, plan, wheel, run_image, store, scratch, log, reusable, wheel_check
+        )
         log("===> EXPORTING")
         return Built(config, export.assemble(config, plan, run_image, built, store), built)
 
@@ -120,6 +125,7 @@ def build_image(
     asked for; ``run_images`` are the bases ``analyze.prepare`` opened (one per platform),
     else they are opened here."""
     store = BlobStore(config.cache_dir / "blobs", log)
+    cachedir.empty_trash(config.cache_dir)  # what the last build left there, meanwhile
     if run_images is None:
         log("===> ANALYZING")
         run_images = analyze.analyze_all(config, store, log)

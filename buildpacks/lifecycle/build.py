@@ -19,14 +19,14 @@ def build(
     wheel: Path | None,
     run_image: Image,
     store: BlobStore,
-    work_dir: Path,
+    scratch: Callable[[], Path],
     log: Callable[[str], None],
     reusable: dict[str, Restorer] | None = None,
     wheel_check: Callable[[], None] | None = None,
 ) -> BuildContext:
     """Run the plan's buildpacks in order in a fresh context and return it, filled."""
     ctx = BuildContext(
-        config, wheel, run_image, store, work_dir, log, reusable=reusable or {},
+        config, wheel, run_image, store, scratch, log, reusable=reusable or {},
         wheel_check=wheel_check,
     )  # fmt: skip
     for bp in plan.buildpacks:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import re
 import subprocess
@@ -17,7 +18,7 @@ from typing import Any
 
 import packaging
 
-from buildpacks import cnb, sbom
+from buildpacks import cachedir, cnb, sbom
 from buildpacks.builtin import (
     IMAGE_USER,
     LAYERS_ROOT,
@@ -37,7 +38,7 @@ from buildpacks.lifecycle.detect import Plan
 from buildpacks.oci.archive import ArchiveSink, ArchiveWriter
 from buildpacks.oci.blobs import BlobStore, file_digest, write_atomic
 from buildpacks.oci.daemon import DaemonSink
-from buildpacks.oci.layer import TreeMapping, write_layer
+from buildpacks.oci.layer import File, MemoryTree, write_layer
 from buildpacks.oci.model import Artifact, Image, Layer, Platform
 from buildpacks.oci.reference import Reference
 from buildpacks.oci.sink import Sink
@@ -235,13 +236,13 @@ def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: 
     cached = cached_layer(ctx, key)
     if cached is not None:
         return cached[0]
-    stage = ctx.work_dir / "sbom"
-    stage.mkdir(exist_ok=True)
-    (stage / sbom.CYCLONEDX).write_bytes(sbom.cyclonedx(contents, epoch))
-    (stage / sbom.SPDX).write_bytes(sbom.spdx(contents, epoch))
+    documents = {
+        sbom.CYCLONEDX: File(sbom.cyclonedx(contents, epoch)),
+        sbom.SPDX: File(sbom.spdx(contents, epoch)),
+    }
     layer = write_layer(
         store,
-        [TreeMapping(stage, target)],
+        [MemoryTree(documents, target)],
         mtime=config.source_date_epoch,
         compression=config.layer_compression,
     )
@@ -279,19 +280,17 @@ def launch_layers(plan: Plan, ctx: BuildContext, store: BlobStore) -> list[Layer
     config (``/layers/config/metadata.toml``); the latter with the user's home, owned by the
     user, and the venv's SIGTERM default for PID 1."""
     runtime = ctx.need_runtime()
-    stage = ctx.work_dir / "launch"
-    processes.write_entries(ctx.processes, runtime.interpreter, stage / "process")
-    for name in ("metadata", "home", "site"):
-        (stage / name).mkdir()
-    (stage / "metadata" / "metadata.toml").write_text(build_metadata_toml(plan, ctx))
-    (stage / "site" / "_buildpacks_sigterm.pth").write_text(SIGTERM_PTH)
     site = f"{dependencies.VENV}/lib/python{runtime.minor}/site-packages"
     config = [
-        TreeMapping(stage / "metadata", cnb.CONFIG_DIR),
-        TreeMapping(stage / "home", HOME, IMAGE_USER),
-        TreeMapping(stage / "site", site),
+        MemoryTree(
+            {"metadata.toml": File(build_metadata_toml(plan, ctx).encode())}, cnb.CONFIG_DIR
+        ),
+        MemoryTree({}, HOME, IMAGE_USER),
+        MemoryTree({"_buildpacks_sigterm.pth": File(SIGTERM_PTH.encode())}, site),
     ]
-    entries = [TreeMapping(stage / "process", processes.PROCESS_DIR)]
+    entries = [
+        MemoryTree(processes.entries(ctx.processes, runtime.interpreter), processes.PROCESS_DIR)
+    ]
     epoch = ctx.config.source_date_epoch
     return [
         LayerResult(
@@ -398,7 +397,12 @@ def archive_writer(config: BuildConfig, run_image: Image) -> Iterator[ArchiveWri
     """The archive of this build, begun now with the run image's layers (for several
     platforms, the first platform's run image); removed on exit unless its sink finished
     it."""
-    writer = ArchiveWriter(archive_path(config), config.source_date_epoch)
+    # The archive it replaces goes into the cache's trash, freed in the background.
+    writer = ArchiveWriter(
+        archive_path(config),
+        config.source_date_epoch,
+        functools.partial(cachedir.discard, cache=config.cache_dir),
+    )
     try:
         writer.start(run_image.layers)
         yield writer

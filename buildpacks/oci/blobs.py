@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -38,28 +37,51 @@ def claimed(
     directory: Path, prefix: str, suffix: str = "", *, is_dir: bool = False
 ) -> tuple[int, Path]:
     """A new temp file (or directory) in ``directory`` and a descriptor holding its lock;
-    the lock lasts until the descriptor is closed or the process ends."""
+    the lock lasts until the descriptor is closed or the process ends. Made here, not by
+    ``tempfile``, so that an exception at any point (Ctrl-C's ``KeyboardInterrupt`` comes
+    between any two Python calls, and ``mkstemp`` makes the file before it returns) takes
+    the new file away again: nothing that no one holds is left behind."""
     directory.mkdir(parents=True, exist_ok=True)
     while True:
-        if is_dir:
-            name = tempfile.mkdtemp(dir=directory, prefix=prefix, suffix=suffix)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY)
-        else:
-            fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
-        # A sweeper may have taken the new file for stale between its creation and this
-        # lock (then it holds the lock until it has removed it): start again if it is gone.
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = directory / f"{prefix}{os.urandom(6).hex()}{suffix}"
+        fd = -1
         try:
-            if os.stat(name).st_ino == os.fstat(fd).st_ino:
-                return fd, Path(name)
-        except FileNotFoundError:
-            pass
+            if is_dir:
+                os.mkdir(path, 0o700)
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            else:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A sweeper may have taken the new file for stale between its creation and this
+            # lock (then it holds the lock until it has removed it): start again if it is gone.
+            with suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd, path
+        except FileExistsError:
+            continue  # another one's name: not ours to remove
+        except BaseException:
+            if fd != -1:
+                os.close(fd)
+            with suppress(OSError):
+                if is_dir:
+                    os.rmdir(path)
+                else:
+                    os.unlink(path)
+            raise
         os.close(fd)
 
 
-def remove_stale(directory: Path, pattern: str) -> None:
-    """Remove the temp files and directories matching ``pattern`` in ``directory`` whose
-    makers have ended: their lock is free. Live ones, of concurrent builds, stay."""
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale(directory: Path, pattern: str, remove: Callable[[Path], None] = _remove) -> None:
+    """Remove (with ``remove``) the temp files and directories matching ``pattern`` in
+    ``directory`` whose makers have ended: their lock is free. Live ones, of concurrent
+    builds, stay."""
     try:
         candidates = list(directory.glob(pattern))
     except OSError:
@@ -71,10 +93,7 @@ def remove_stale(directory: Path, pattern: str) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove(path)
         except OSError:
             pass  # locked: its maker is still running
         finally:

@@ -1,6 +1,7 @@
-"""Reproducible layers: written from a staged directory tree with sorted entries, fixed
-mtimes, fixed owners (root, or the image user for trees it writes to) and normalised modes,
-gzipped without a time or name in the header (or zstd-compressed).
+"""Reproducible layers: written from directory trees (staged on disk, or held in memory for
+the small files a build makes itself) with sorted entries, fixed mtimes, fixed owners (root,
+or the image user for trees it writes to) and normalised modes, gzipped without a time or
+name in the header (or zstd-compressed).
 Compression runs on every core while the tar is being written: gzip as pigz does it
 (independent deflate blocks, each primed with the input before it, joined into one gzip
 member), zstd in its multi-threaded mode; in both the bytes depend on the input alone, never
@@ -19,7 +20,7 @@ import struct
 import tarfile
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +74,46 @@ class TreeMapping:
     # uid and gid of every entry of the tree (not of the target's parents): the image user
     # for trees the application writes to at run time; root for code.
     owner: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class File:
+    """A regular file's content, for a ``MemoryTree``."""
+
+    data: bytes
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """A symbolic link, for a ``MemoryTree``."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class MemoryTree:
+    """Files the build makes itself (launch config, SBOM documents, the installed app), held
+    in memory and placed at an absolute path inside the image: written as the same tree
+    staged on disk would be, byte for byte, with no directory to make, read back and
+    remove (which on a file system mounted with ``discard`` costs milliseconds a file)."""
+
+    # path relative to ``target`` → content; None: an empty directory. Parents are implied.
+    entries: Mapping[str, File | Symlink | None]
+    target: str
+    owner: tuple[int, int] = (0, 0)
+
+    def root(self) -> dict[str, object]:
+        """The entries as nested directories: name → dict (a directory) or content."""
+        root: dict[str, object] = {}
+        for path, content in self.entries.items():
+            *parents, name = PurePosixPath(path).parts if path else ("",)
+            node = root
+            for part in parents:
+                node = node.setdefault(part, {})  # type: ignore[assignment]
+            if name and not isinstance(node.get(name), dict):
+                node[name] = {} if content is None else content
+        return root
 
 
 def _tarinfo(
@@ -226,13 +267,13 @@ def _compressed_blob(
 
 def write_layer(
     store: BlobStore,
-    mappings: list[TreeMapping],
+    mappings: Sequence[TreeMapping | MemoryTree],
     *,
     mtime: int = DEFAULT_EPOCH,
     compression: str = "gzip",
     compresslevel: int = 6,
 ) -> Layer:
-    """Write the trees as one compressed layer blob (``compression``: gzip at
+    """Write the trees (on disk or in memory) as one compressed layer blob (``compression``: gzip at
     ``compresslevel``, or zstd) into ``store`` and describe it.
 
     Parent directories of each target are written too (mode 0755), so the layer
@@ -247,7 +288,8 @@ def write_layer(
             target = PurePosixPath(mapping.target)
             for parent in reversed(target.parents):
                 _add_dir(tar, str(parent), mtime, written)
-            _add_tree(tar, mapping.source, str(target).lstrip("/"), mtime, written, mapping.owner)
+            source = mapping.root() if isinstance(mapping, MemoryTree) else mapping.source
+            _add_tree(tar, source, str(target).lstrip("/"), mtime, written, mapping.owner)
     return out[0]
 
 
@@ -278,28 +320,42 @@ def _add_dir(
 
 def _add_tree(
     tar: tarfile.TarFile,
-    root: Path,
+    node: Path | dict[str, object] | File | Symlink,
     name: str,
     mtime: int,
     written: set[str],
     owner: tuple[int, int],
 ) -> None:
-    st = root.lstat()
-    if stat.S_ISDIR(st.st_mode):
+    """Add ``node`` at ``name``, a directory's children in the order of their names: a
+    path on disk, or a ``MemoryTree`` node (a dict is a directory)."""
+    if isinstance(node, Path):
+        st = node.lstat()
+        if stat.S_ISDIR(st.st_mode):
+            children: dict[str, object] = {child: node / child for child in os.listdir(node)}
+            node = children
+        elif stat.S_ISLNK(st.st_mode):
+            node = Symlink(os.readlink(node))
+        elif stat.S_ISREG(st.st_mode):
+            info = _tarinfo(name, tarfile.REGTYPE, _normal_mode(st.st_mode), mtime, owner)
+            info.size = st.st_size
+            with open(node, "rb") as f:
+                tar.addfile(info, f)
+            return
+        else:  # sockets, fifos and devices have no place in an application layer: skipped
+            return
+    if isinstance(node, dict):
         _add_dir(tar, name, mtime, written, owner)
-        for child in sorted(os.listdir(root)):
+        for child in sorted(node):
             path = f"{name}/{child}" if name else child
-            _add_tree(tar, root / child, path, mtime, written, owner)
-    elif stat.S_ISLNK(st.st_mode):
+            _add_tree(tar, node[child], path, mtime, written, owner)  # type: ignore[arg-type]
+    elif isinstance(node, Symlink):
         info = _tarinfo(name, tarfile.SYMTYPE, 0o777, mtime, owner)
-        info.linkname = os.readlink(root)
+        info.linkname = node.target
         tar.addfile(info)
-    elif stat.S_ISREG(st.st_mode):
-        info = _tarinfo(name, tarfile.REGTYPE, _normal_mode(st.st_mode), mtime, owner)
-        info.size = st.st_size
-        with open(root, "rb") as f:
-            tar.addfile(info, f)
-    # Sockets, fifos and devices have no place in an application layer: skipped.
+    else:
+        info = _tarinfo(name, tarfile.REGTYPE, 0o755 if node.executable else 0o644, mtime, owner)
+        info.size = len(node.data)
+        tar.addfile(info, io.BytesIO(node.data))
 
 
 def open_layer(layer: Layer) -> BinaryIO:
