@@ -35,6 +35,9 @@ CANDIDATE_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10", "3.9", "3.8")
 
 @dataclass(frozen=True)
 class Option:
+    """A setting: its key, its environment variable (empty: none), its type, its default
+    as text, and its help."""
+
     key: str
     env: str
     kind: type
