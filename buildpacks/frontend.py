@@ -96,8 +96,7 @@ def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> C
     current, found = uptodate.check(record, take)
     if found is None:
         try:
-            wheels.build_system(root)  # its requirements, parsed
-            if not wheels.satisfied(system.requires):
+            if not wheels.satisfied(system.requires):  # nor is an invalid requirement
                 return None
         except Exception:  # as above: the full build reports it
             return None

@@ -232,7 +232,7 @@ def _call_in_process(
 def host_python(minor: str) -> str | None:
     """An interpreter of Python ``minor`` on this machine, if uv finds one (none is
     downloaded: the build must not reach for the network for it)."""
-    import subprocess  # here and below: only a build outside this process starts processes
+    import subprocess  # only a build outside this process starts one: a no-op imports none
 
     from uv import find_uv_bin
 
@@ -274,11 +274,11 @@ def environment_key(requirements: Sequence[str], interpreter: str) -> str:
 
 
 def _uv(args: list[str], what: str, log: Callable[[str], None]) -> None:
-    import subprocess
+    import subprocess  # (see host_python)
 
     from uv import find_uv_bin
 
-    from buildpacks.oci.auth import redact
+    from buildpacks.oci.auth import redact  # (see _failed)
 
     result = subprocess.run([find_uv_bin(), *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -344,11 +344,11 @@ def _runner(environ: Mapping[str, str], bin_dir: Path) -> Callable[..., None]:
     def run(
         cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
+        import subprocess  # (see host_python)
+
         env = {**environ, **(extra_environ or {})}
         env["PATH"] = os.pathsep.join(filter(None, [str(bin_dir), env.get("PATH")]))
         env.pop("PYTHONHOME", None)
-        import subprocess
-
         result = subprocess.run(
             list(cmd), cwd=cwd, env=env, capture_output=True, text=True, check=False
         )
