@@ -15,9 +15,11 @@ from pathlib import Path
 
 def cache_dir(configured: str | None) -> Path:
     """``configured`` (the ``cache-dir`` setting) if given, else the user's cache directory."""
-    import platformdirs
+    if configured:
+        return Path(configured).expanduser()
+    import platformdirs  # only when no cache directory is configured
 
-    return Path(configured or platformdirs.user_cache_dir("python-buildpacks")).expanduser()
+    return Path(platformdirs.user_cache_dir("python-buildpacks")).expanduser()
 
 
 def trash_dir(cache: Path) -> Path:

@@ -4,7 +4,6 @@ Dockerfile author would write by hand: Python version, base image, image referen
 
 from __future__ import annotations
 
-import difflib
 import os
 import platform as host
 import re
@@ -12,17 +11,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from typing import TYPE_CHECKING, Any
 
 from buildpacks import descriptor as project_toml
 from buildpacks.cachedir import cache_dir
 from buildpacks.errors import BuildError
-from buildpacks.oci.layer import DEFAULT_EPOCH
 from buildpacks.oci.model import Platform
-from buildpacks.oci.reference import Reference, normalize_repository, normalize_tag
-from buildpacks.project import Project
+
+# Imported where used, not here: every command and the up-to-date check import this module,
+# and a no-op build reads only the settings (``gather``), never a version specifier, an
+# image reference or a layer.
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
+
+    from buildpacks.project import Project
 
 TOML_TYPES = {str: "string", bool: "boolean", list: "list of strings", dict: "table of strings"}
 PULL_POLICIES = ("always", "if-not-present", "never")
@@ -33,6 +35,9 @@ CANDIDATE_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10", "3.9", "3.8")
 
 @dataclass(frozen=True)
 class Option:
+    """A setting: its key, its environment variable (empty: none), its type, its default
+    as text, and its help."""
+
     key: str
     env: str
     kind: type
@@ -248,6 +253,8 @@ class BuildConfig:
 
 
 def _suggest(key: str) -> str:
+    import difflib  # only for a mistake
+
     close = difflib.get_close_matches(key, list(OPTION_BY_KEY), n=1, cutoff=0.5)
     if close:
         return f"did you mean {close[0]!r}?"
@@ -265,6 +272,8 @@ def misspelled_env(env: Mapping[str, str]) -> list[str]:
     warnings = []
     for name in sorted(env):
         if name.startswith("BP_") and name not in known:
+            import difflib  # only for a variable that is not ours
+
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
             if close:
                 warnings.append(f"{name} is not a setting and is ignored; did you mean {close[0]}?")
@@ -335,6 +344,8 @@ def _unalias(given: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def source_date_epoch(env: Mapping[str, str] | None = None) -> int:
     """``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else the CNB default."""
+    from buildpacks.oci.layer import DEFAULT_EPOCH
+
     env = os.environ if env is None else env
     value = env.get("SOURCE_DATE_EPOCH", "").strip()
     return int(value) if value.isdigit() else DEFAULT_EPOCH
@@ -396,6 +407,8 @@ def minor_allowed(spec: SpecifierSet, minor: str) -> bool:
 def python_specifier(requires_python: str | None) -> list[SpecifierSet]:
     """``requires-python`` as alternatives: PEP 440 has no "or", Poetry's ``||`` has; a
     version is allowed when one alternative allows it."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         return [SpecifierSet(part.strip()) for part in (requires_python or "").split("||")]
     except InvalidSpecifier:
@@ -534,6 +547,8 @@ def environment_platforms(env: Mapping[str, str] | None = None) -> tuple[Platfor
 
 
 def default_image(project: Project) -> str:
+    from buildpacks.oci.reference import normalize_repository, normalize_tag
+
     return f"{normalize_repository(project.name)}:{normalize_tag(project.version)}"
 
 
@@ -550,6 +565,8 @@ def resolve(
     caller reads the base and resolves again with its ``base_pythons``; until then the
     configuration's ``needs_base_python`` is true (its ``python_version`` is empty).
     """
+    from buildpacks.oci.reference import Reference
+
     env = os.environ if env is None else env
     descriptor = project_toml.read_descriptor(project.root)
     project = project_toml.apply(descriptor, project, (project.root / "pyproject.toml").is_file())

@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-
 from buildpacks.errors import BuildError
 from buildpacks.toml import read_toml
 
@@ -158,6 +155,10 @@ def read_descriptor(root: Path) -> Descriptor:
 
 
 def _same_version(a: str, b: str) -> bool:
+    # Imported here: only a project.toml that gives a version needs it, and every command
+    # imports this module (through the configuration).
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(a) == Version(b)
     except InvalidVersion:
@@ -170,6 +171,8 @@ def apply(descriptor: Descriptor, project: Any, has_metadata: bool) -> Any:
     and must agree with what it has."""
     if descriptor.path is None:
         return project
+    from packaging.utils import canonicalize_name  # only for a project.toml (see above)
+
     path = descriptor.path
     changes: dict[str, Any] = {}
     if descriptor.name:

@@ -53,12 +53,15 @@ def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> C
     git state, environment, installed packages, this code), with the command line's
     settings. None for a project this check does not cover (another backend, one not
     installed here, ``creation-time = now``, ``clear-cache``), or a configuration that the
-    full build will report."""
+    full build will report.
+
+    Whether the backend is installed is asked only when no record matches: a record with
+    this fingerprint was written by a build this check covered, and the fingerprint holds
+    what that answer depends on (``pyproject.toml``, the installed packages, the
+    interpreter), so a no-op imports neither ``packaging`` nor ``importlib.metadata``."""
     try:
-        system = wheels.build_system(root)
+        system = wheels.build_system(root, check_requires=False)
         if system.backend != HATCHLING or system.backend_path:
-            return None
-        if not wheels.satisfied(system.requires):
             return None
         tool = read_pyproject(root).get("tool", {}).get("buildpacks", {})
         values, origins = build_config.gather(tool, os.environ, overrides)
@@ -91,6 +94,12 @@ def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> C
         )
 
     current, found = uptodate.check(record, take)
+    if found is None:
+        try:
+            if not wheels.satisfied(system.requires):  # nor is an invalid requirement
+                return None
+        except Exception:  # as above: the full build reports it
+            return None
     return Check(record, current, found, platforms)
 
 

@@ -4,11 +4,8 @@ Python version and configure the build."""
 
 from __future__ import annotations
 
-import configparser
 import re
-import zipfile
 from dataclasses import dataclass, field
-from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +95,8 @@ def _urls(meta: Any) -> dict[str, str]:
 def _console_scripts(entry_points: str | None) -> dict[str, str]:
     if entry_points is None:
         return {}
+    import configparser  # the wheel's readers only: a no-op build reads no wheel
+
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     parser.read_string(entry_points)
@@ -106,6 +105,9 @@ def _console_scripts(entry_points: str | None) -> dict[str, str]:
 
 def read_wheel(wheel: Path) -> tuple[Any, dict[str, str]]:
     """The METADATA headers and the console scripts of a wheel."""
+    import zipfile  # a no-op build reads no wheel
+    from email.parser import HeaderParser
+
     try:
         with zipfile.ZipFile(wheel) as zf:
             names = zf.namelist()
@@ -125,6 +127,8 @@ def read_wheel(wheel: Path) -> tuple[Any, dict[str, str]]:
 def read_dist_info(directory: Path) -> tuple[Any, dict[str, str]]:
     """The METADATA headers and console scripts of a ``.dist-info`` directory (what a PEP
     517 backend's ``prepare_metadata_for_build_wheel`` writes, before any wheel)."""
+    from email.parser import HeaderParser  # a no-op build reads no metadata
+
     try:
         metadata = HeaderParser().parsestr((directory / "METADATA").read_text(encoding="utf-8"))
         entry_points = directory / "entry_points.txt"
@@ -270,6 +274,8 @@ def provisional_project(root: Path) -> Project:
     )
     setup_cfg = root / "setup.cfg"
     if requires is None and setup_cfg.is_file():
+        import configparser  # for setup.cfg only
+
         parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read_string(setup_cfg.read_text(encoding="utf-8"))

@@ -22,11 +22,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import traceback
@@ -35,12 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from packaging.markers import default_environment
-from packaging.requirements import InvalidRequirement, Requirement
-
 from buildpacks import config as build_config
 from buildpacks.errors import BuildError
-from buildpacks.oci.auth import redact
 from buildpacks.project import read_pyproject
 
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -61,9 +55,11 @@ class BuildSystem:
     backend_path: tuple[str, ...]
 
 
-def build_system(root: Path) -> BuildSystem:
+def build_system(root: Path, *, check_requires: bool = True) -> BuildSystem:
     """The project's ``[build-system]`` (PEP 517 and 518 defaults when absent); a wrong
-    type or a requirement that is no PEP 508 requirement is one ``BuildError`` naming it."""
+    type or a requirement that is no PEP 508 requirement is one ``BuildError`` naming it.
+    ``check_requires`` false leaves the requirements unparsed, for the up-to-date check's
+    first look, which a no-op build ends before it needs ``packaging``."""
     table = read_pyproject(root).get("build-system")
     if table is None:
         return BuildSystem(LEGACY_REQUIRES, LEGACY_BACKEND, ())
@@ -80,6 +76,14 @@ def build_system(root: Path) -> BuildSystem:
             "pyproject.toml: [build-system] build-backend must name a module "
             '(e.g. "hatchling.build")'
         )
+    if check_requires:
+        _check_requirements(requires)
+    return BuildSystem(tuple(requires), backend.strip(), tuple(backend_path))
+
+
+def _check_requirements(requires: Sequence[str]) -> None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
     for text in requires:
         try:
             Requirement(text)
@@ -87,12 +91,17 @@ def build_system(root: Path) -> BuildSystem:
             raise BuildError(
                 f"pyproject.toml: [build-system] requires: {text!r} is not a requirement: {e}"
             ) from None
-    return BuildSystem(tuple(requires), backend.strip(), tuple(backend_path))
 
 
 def satisfied(requirements: Sequence[str]) -> bool:
     """Whether every requirement (its extras' requirements too) is installed here at a
     version its specifier allows, pre-releases included as pip would take an installed one."""
+    # Imported here: a no-op build's up-to-date check finds its record without asking.
+    import importlib.metadata
+
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+
     seen: set[tuple[str, str]] = set()
     environment = default_environment()
 
@@ -177,6 +186,8 @@ def _output(out: TextIO) -> str:
 
 def _failed(root: Path, output: str, log: Callable[[str], None], last: str) -> BuildError:
     """The backend's output, indented, to ``log``; the one error to raise after it."""
+    from buildpacks.oci.auth import redact  # for a failure only
+
     lines = [line for line in redact(output).rstrip().splitlines() if line.strip()]
     for line in lines:
         log(f"  | {line}")
@@ -221,6 +232,8 @@ def _call_in_process(
 def host_python(minor: str) -> str | None:
     """An interpreter of Python ``minor`` on this machine, if uv finds one (none is
     downloaded: the build must not reach for the network for it)."""
+    import subprocess  # only a build outside this process starts one: a no-op imports none
+
     from uv import find_uv_bin
 
     result = subprocess.run(
@@ -261,7 +274,11 @@ def environment_key(requirements: Sequence[str], interpreter: str) -> str:
 
 
 def _uv(args: list[str], what: str, log: Callable[[str], None]) -> None:
+    import subprocess  # (see host_python)
+
     from uv import find_uv_bin
+
+    from buildpacks.oci.auth import redact  # (see _failed)
 
     result = subprocess.run([find_uv_bin(), *args], capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -327,6 +344,8 @@ def _runner(environ: Mapping[str, str], bin_dir: Path) -> Callable[..., None]:
     def run(
         cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
+        import subprocess  # (see host_python)
+
         env = {**environ, **(extra_environ or {})}
         env["PATH"] = os.pathsep.join(filter(None, [str(bin_dir), env.get("PATH")]))
         env.pop("PYTHONHOME", None)
@@ -405,6 +424,10 @@ class WheelBuilder:
 
 def _versions(requirements: Sequence[str]) -> str:
     """``name version`` of each requirement installed here that applies, for the log."""
+    import importlib.metadata  # (see satisfied)
+
+    from packaging.requirements import Requirement
+
     applying = [Requirement(text) for text in requirements]
     names = [r.name for r in applying if r.marker is None or r.marker.evaluate()]
     return ", ".join(f"{name} {importlib.metadata.version(name)}" for name in names)

@@ -391,17 +391,16 @@ def ignore_spec(root: Path) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-SECRET_SPEC = pathspec.GitIgnoreSpec.from_lines(SECRETS)
-
-
 def source_files(root: Path) -> list[str]:
     """The entries of an application's source tree that belong in its image, sorted:
     regular files and symbolic links (kept as links, never followed, so a link leaving the
     project cannot copy a host file into the image)."""
     spec = ignore_spec(root)
+    # Compiled here, not at import: a project built from its wheel never lists its source.
+    secrets = pathspec.GitIgnoreSpec.from_lines(SECRETS)
 
     def ignored(relative: str) -> bool:
-        return spec.match_file(relative) or SECRET_SPEC.match_file(relative)
+        return spec.match_file(relative) or secrets.match_file(relative)
 
     found = []
     for directory, dirs, names in os.walk(root):

@@ -1,0 +1,110 @@
+"""What ``buildpacks build`` imports on the paths a developer repeats: a no-op and a warm
+edit, with real parts (the command line in a subprocess, hatchling installed in this
+environment, a local base or one pulled once from a real registry). Every module imported is
+paid for by every build, so one that a path does not use is a regression: the lifecycle
+and the wheel's tooling on a no-op, the HTTP client (and the command-line tools its package
+imports) when no registry is asked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import testbed
+
+pytestmark = pytest.mark.e2e
+
+UP_TO_DATE = "is up to date: nothing it is built from has changed"
+# httpx's own package imports its command line, which imports click, rich and pygments.
+HTTP = ("httpx", "httpcore", "click", "rich", "pygments")
+# What only building needs: the lifecycle, the wheel's tooling (version specifiers, a
+# backend's requirements, installed distributions), reading a wheel and writing layers.
+BUILDING = (
+    "buildpacks.lifecycle",
+    "buildpacks.cnb",
+    "buildpacks.oci.layer",
+    "installer",
+    "packaging.requirements",
+    "packaging.specifiers",
+    "importlib.metadata",
+    "email.parser",
+)
+# Needed only for a mistake (a close match to suggest) or an unset cache directory.
+NEVER = ("difflib", "platformdirs")
+
+
+def _probe(project: Path, env: dict[str, str]) -> tuple[str, set[str]]:
+    """``buildpacks build PROJECT`` in a new interpreter: its output and the modules it
+    imported."""
+    code = (
+        "import json, sys\n"
+        "from buildpacks import cli\n"
+        f"status = cli.main(['build', {str(project)!r}])\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    *lines, modules = result.stdout.splitlines()
+    return "\n".join(lines), set(json.loads(modules))
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """The names among ``names`` imported, themselves or any submodule of theirs."""
+    return [n for n in names if any(m == n or m.startswith(n + ".") for m in modules)]
+
+
+def _edit(project: Path, n: int) -> None:
+    server = project / "src" / "example_service" / "server.py"
+    server.write_text(server.read_text() + f"# edit {n}\n")
+
+
+def _runs(project: Path, env: dict[str, str]) -> dict[str, tuple[str, set[str]]]:
+    """A first build, a warm edit, and a no-op after it."""
+    runs = {"first": _probe(project, env)}
+    _edit(project, 1)
+    runs["warm edit"] = _probe(project, env)
+    runs["no-op"] = _probe(project, env)
+    return runs
+
+
+def test_a_no_op_and_a_warm_edit_on_a_local_base_import_only_what_they_use(
+    session_dir, hatch_env, base_layout
+):
+    project = testbed.copy_example(session_dir / "imports-local")
+    cache = testbed.seeded_cache(session_dir / "imports-local-cache")
+    runs = _runs(project, {**hatch_env, "BP_CACHE_DIR": cache, "BP_BASE_IMAGE": base_layout})
+    out, modules = runs["warm edit"]
+    assert UP_TO_DATE not in out, out
+    assert _loaded(modules, BUILDING) == list(BUILDING)  # the probe sees what a build imports
+    assert _loaded(modules, HTTP + NEVER) == []
+    out, modules = runs["no-op"]
+    assert UP_TO_DATE in out, out
+    assert _loaded(modules, BUILDING + HTTP + NEVER) == []
+
+
+def test_a_warm_edit_on_a_base_pulled_from_a_registry_imports_no_http_client(
+    session_dir, hatch_env, registry, base_layout
+):
+    base = testbed.push_layout(base_layout, registry, "imports/base:bookworm")
+    project = testbed.copy_example(session_dir / "imports-registry")
+    env = {**hatch_env, "BP_CACHE_DIR": str(session_dir / "imports-registry-cache")}
+    runs = _runs(project, {**env, "BP_BASE_IMAGE": base})
+    assert "httpx" in runs["first"][1]  # the first build pulls the base
+    out, modules = runs["warm edit"]
+    assert UP_TO_DATE not in out and "buildpacks.lifecycle" in modules, out
+    assert _loaded(modules, HTTP) == []
+    out, modules = runs["no-op"]
+    assert UP_TO_DATE in out, out
+    assert _loaded(modules, HTTP + BUILDING) == []
