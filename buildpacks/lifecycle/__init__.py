@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildpacks import cachedir
+from buildpacks import cachedir, cnb
 from buildpacks.builtin import BuildContext, application, dependencies, runtime
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
@@ -48,11 +48,13 @@ def build_platform(
     run_image: Image,
     store: BlobStore,
     stack: ExitStack,
+    project: Callable[[], cnb.ProjectMetadata],
     wheel_check: Callable[[], None] | None = None,
 ) -> Built:
     """detect → restore → build → export of one platform's image (not written anywhere);
-    its work directory and restored images stay open on ``stack``; ``wheel_check``: the
-    wheel-gap check of every platform of the build (None: this platform's alone)."""
+    its work directory and restored images stay open on ``stack``; ``project``: the source
+    it is built from, when export asks (``export.project_metadata_soon``); ``wheel_check``:
+    the wheel-gap check of every platform of the build (None: this platform's alone)."""
     config, log = target.config, target.log
     with target.naming():
         log("===> DETECTING")
@@ -73,7 +75,8 @@ def build_platform(
             config, plan, wheel, run_image, store, scratch, log, reusable, wheel_check
         )
         log("===> EXPORTING")
-        return Built(config, export.assemble(config, plan, run_image, built, store), built)
+        image = export.assemble(config, plan, run_image, built, store, project())
+        return Built(config, image, built)
 
 
 def build_images(
@@ -83,8 +86,10 @@ def build_images(
     run_images: tuple[Image, ...],
     store: BlobStore,
     stack: ExitStack,
+    project: Callable[[], cnb.ProjectMetadata],
 ) -> list[Built]:
-    """Each platform's image, in the order of ``config.platforms``. A pure wheel is built
+    """Each platform's image, in the order of ``config.platforms``, from ``project``'s
+    source (see ``build_platform``). A pure wheel is built
     once and installed alike on each, so its layer is the same blob on every platform; a
     wheel that is not pure cannot serve several platforms and is refused first. Before the
     first platform's dependencies are installed, every platform's are checked for wheels
@@ -109,7 +114,7 @@ def build_images(
                 raise platforms.AcrossPlatforms(str(e)) from None
 
     return [
-        build_platform(target, wheel, run_image, store, stack, wheel_check)
+        build_platform(target, wheel, run_image, store, stack, project, wheel_check)
         for target, run_image in zip(targets, run_images, strict=True)
     ]
 
@@ -125,7 +130,9 @@ def build_image(
     asked for; ``run_images`` are the bases ``analyze.prepare`` opened (one per platform),
     else they are opened here."""
     store = BlobStore(config.cache_dir / "blobs", log)
-    cachedir.empty_trash(config.cache_dir)  # what the last build left there, meanwhile
+    # Meanwhile: what the last build left in the trash is removed, git is asked.
+    cachedir.empty_trash(config.cache_dir)
+    project = export.project_metadata_soon(config.project.root)
     if run_images is None:
         log("===> ANALYZING")
         run_images = analyze.analyze_all(config, store, log)
@@ -133,7 +140,7 @@ def build_image(
         # The first run image's layers, most of the archive's bytes, are copied while
         # buildpacks run.
         writer = stack.enter_context(export.archive_writer(config, run_images[0]))
-        images = build_images(config, wheel, log, run_images, store, stack)
+        images = build_images(config, wheel, log, run_images, store, stack, project)
         artifact = combine([b.image for b in images], config.image)
         cache = (
             combine([export.cache_image(b.config.platform, b.context) for b in images])

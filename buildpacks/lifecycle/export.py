@@ -10,7 +10,9 @@ import functools
 import json
 import re
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -324,10 +326,32 @@ def _environment(base_env: list[str], config: BuildConfig, ctx: BuildContext) ->
     return [f"{k}={v}" for k, v in env.items()]
 
 
+def project_metadata_soon(root: Path) -> Callable[[], cnb.ProjectMetadata]:
+    """``project_metadata(root)`` asked now in a thread of its own, for what git answers
+    (five runs of it in a checkout, ~15 ms) to come while the buildpacks run; the function
+    returned waits for it (and raises what it raised)."""
+    result: Future[cnb.ProjectMetadata] = Future()
+
+    def run() -> None:
+        try:
+            result.set_result(project_metadata(root))
+        except BaseException as e:
+            result.set_exception(e)
+
+    threading.Thread(target=run, name="git", daemon=True).start()
+    return result.result
+
+
 def assemble(
-    config: BuildConfig, plan: Plan, run_image: Image, ctx: BuildContext, store: BlobStore
+    config: BuildConfig,
+    plan: Plan,
+    run_image: Image,
+    ctx: BuildContext,
+    store: BlobStore,
+    project: cnb.ProjectMetadata,
 ) -> Image:
-    """The final image: run image layers, then ours; a config derived from the run image's."""
+    """The final image: run image layers, then ours; a config derived from the run image's;
+    ``project``: its source (``project_metadata``)."""
     created = datetime.fromtimestamp(config.creation_time, timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
@@ -342,7 +366,6 @@ def assemble(
     ctx.layers.extend(launch_layers(plan, ctx, store))
     bom = sbom_layer(config, run_image, ctx, store)
     runtime = ctx.need_runtime()
-    project = project_metadata(config.project.root)
     ours_labels = {
         cnb.LIFECYCLE: cnb.encode(lifecycle_metadata(config, plan, run_image, ctx, bom)),
         cnb.PROJECT: cnb.encode(project),
