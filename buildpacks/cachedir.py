@@ -4,7 +4,6 @@ replaced) is moved there and removed in the background, not while the user waits
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import threading
@@ -33,22 +32,22 @@ def _trash_name(path: Path, trash: Path) -> Path:
 
 
 def discard(path: Path, cache: Path) -> None:
-    """Move ``path``, a file or directory no longer needed, into the cache's trash (or
-    remove it now if it lies on another file system; nothing if it is missing). Freeing the
-    blocks of many or large files takes milliseconds per file or per ten megabytes where
-    the file system discards freed blocks at once (ext4 mounted with ``discard``, as on
-    many cloud machines)."""
+    """Move ``path``, a file or directory no longer needed, into the cache's trash; if it
+    cannot go there (another file system, a full disk), remove it now; nothing if it is
+    missing. Freeing the blocks of many or large files takes milliseconds per file or per
+    ten megabytes where the file system discards freed blocks at once (ext4 mounted with
+    ``discard``, as on many cloud machines)."""
     try:
         os.rename(path, _trash_name(path, trash_dir(cache)))
+        return
     except FileNotFoundError:
+        return
+    except OSError:
         pass
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink()
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def empty_trash(cache: Path) -> None:

@@ -102,9 +102,10 @@ class ArchiveWriter:
     and ``manifest.json``; for an index, ``start`` takes its first image's first layers.
     Written to a temp file beside ``path``, renamed into place by ``finish``; ``discard``
     removes what is left of an unfinished one, and the next writer of ``path`` what is left
-    by one that was killed (its lock is free). ``retire``: called with ``path`` just before
-    the new archive is renamed there, to move the one it replaces out of the way (into
-    the build cache's trash, freed later)."""
+    by one that was killed (its lock is free). ``retire`` takes away an archive file no
+    longer needed, into the build cache's trash (freed later): the one at ``path`` just
+    before the new one is renamed there, and an unfinished one; without it, they are
+    replaced and unlinked."""
 
     def __init__(
         self, path: Path, mtime: int, retire: Callable[[Path], None] | None = None
@@ -216,7 +217,12 @@ class ArchiveWriter:
         # Flushing fails again on a full disk; the error that stopped the archive is told.
         with contextlib.suppress(OSError):
             self.file.close()
-        self.temp.unlink(missing_ok=True)
+        if self.retire is not None:
+            # Typically a whole archive written for nothing (the one in place was the same):
+            # freed later, as a replaced one is.
+            self.retire(self.temp)
+        else:
+            self.temp.unlink(missing_ok=True)
 
 
 class _TarStream:
