@@ -75,7 +75,7 @@ def test_whiteout_removes_the_interpreter(tmp_path):
 
 def test_musl_base(tmp_path):
     image = image_of(tmp_path, {"lib/ld-musl-x86_64.so.1": "", "usr/local/bin/python3.13": ""})
-    assert inspect_run_image(image, "x86_64")["wheel_platform"] == "x86_64-unknown-linux-musl"
+    assert inspect_run_image(image, "x86_64").wheel_platform == "x86_64-unknown-linux-musl"
 
 
 def test_python_minors_in_preference_order(tmp_path):

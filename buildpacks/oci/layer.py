@@ -11,7 +11,6 @@ Also the read side: walking the entries of existing layer blobs, whiteouts inclu
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import io
 import os
@@ -358,11 +357,37 @@ def _add_tree(
         tar.addfile(info, io.BytesIO(node.data))
 
 
+class _Inflated(io.RawIOBase):
+    """A gzip file inflated by ISA-L, about twice as fast as zlib, in a thread of its own
+    that releases the GIL: a reader parsing what it inflates (a base's tar entries) works
+    meanwhile. Its errors are raised as zlib's, which callers already handle."""
+
+    def __init__(self, path: Path) -> None:
+        from isal import igzip_threaded, isal_zlib  # only when a gzip layer is read
+
+        self._error = isal_zlib.error
+        self._stream = igzip_threaded.open(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        try:
+            return self._stream.readinto(buffer)
+        except self._error as e:
+            raise zlib.error(str(e)) from None
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
 def open_layer(layer: Layer) -> BinaryIO:
     """The uncompressed tar stream of a layer blob."""
     media_type = layer.descriptor.media_type
     if media_type in (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP) or media_type.endswith("gzip"):
-        return gzip.open(layer.path, "rb")  # type: ignore[return-value]  (closes its file)
+        return _Inflated(layer.path)  # type: ignore[return-value]
     f = open(layer.path, "rb")  # noqa: SIM115  (the caller closes the returned stream)
     if media_type == OCI_LAYER_ZSTD or media_type.endswith("zstd"):
         import zstandard  # only for zstd layers (a base's, or ours)
