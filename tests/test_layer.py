@@ -324,3 +324,29 @@ def test_unreadable_file_in_the_tree_gives_one_error_line_and_no_blob(tmp_path, 
     assert result.stdout.splitlines() == [f"error: {secret}: permission denied"], result.stdout
     assert result.stderr == ""  # no warning either (-X dev shows unclosed files and threads)
     _store_is_clean(store)
+
+
+def test_a_damaged_gzip_layer_reads_as_zlibs_errors_say(tmp_path):
+    """gzip layers are read by ISA-L in a thread; a damaged deflate stream is a zlib.error
+    and a wrong CRC a BadGzipFile, as with Python's gzip (what callers catch), and the
+    reading thread ends with the stream."""
+    import threading
+    import zlib
+
+    from buildpacks.oci.layer import open_layer
+    from buildpacks.oci.model import Layer
+
+    store = BlobStore(tmp_path / "store")
+    tree = [TreeMapping(make_big_tree(tmp_path / "big", 1.5), "/layers/x")]
+    layer = write_layer(store, tree)
+    with open_layer(layer) as stream:
+        assert stream.read() == gzip.decompress(layer.path.read_bytes())
+    blob = layer.path.read_bytes()
+    threads = threading.active_count()
+    for offset, error in ((20, zlib.error), (len(blob) - 8, gzip.BadGzipFile)):
+        damaged = tmp_path / f"damaged-{offset}"
+        damaged.write_bytes(blob[:offset] + b"\xff" * 4 + blob[offset + 4 :])
+        with pytest.raises(error), open_layer(Layer(layer.descriptor, "", damaged)) as stream:
+            while stream.read(1 << 16):
+                pass
+    assert threading.active_count() == threads
