@@ -63,10 +63,19 @@ COMPRESSIONS = ("gzip", "zstd")
 COLD_MARKS = [
     ("Hatch starts; hatchling and our imports, configuration", "===> ANALYZING"),
     ("analyze: the run image opened", "Run image "),
-    ("its Python found (cold: its layers read); the wheel (hatchling)", "Building image"),
-    ("detect, restore, the runtime buildpack", "Installing dependencies"),
     (
-        "dependencies (uv, the venv arranged, its layer written); the application layer",
+        "its Python found (cold: its layers read, once for the SBOM too); the wheel (hatchling)",
+        "Building image",
+    ),
+    # The line "Installing dependencies" is printed once the wheel-gap check, which runs
+    # while uv installs, has passed: uv has begun by then.
+    (
+        "detect, restore, the runtime buildpack; uv started, the wheel-gap check",
+        "Installing dependencies",
+    ),
+    (
+        "dependencies (the rest of uv's install, the venv arranged, its layer written); "
+        "the application layer",
         "Application ",
     ),
     ("processes", "===> EXPORTING"),
