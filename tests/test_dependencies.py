@@ -5,6 +5,8 @@ real uv installing while the wheel-gap check runs, and stopped when the check fa
 from __future__ import annotations
 
 import os
+import socket
+import time
 import zipfile
 from pathlib import Path
 
@@ -87,7 +89,8 @@ def _children() -> list[str]:
 def test_the_check_runs_while_uv_installs(tmp_path, monkeypatch):
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
     wheels = _wheelhouse(tmp_path / "wheels")
-    seen = []
+    seen: list[str] = []
+    assert "uv" not in _children()  # (other tests' servers may be children: not counted)
     locked = Locked("requirements.txt", "tiny==1.0\n", complete=True)
     args = ["--no-index", "--find-links", str(wheels)]
     install(
@@ -95,20 +98,26 @@ def test_the_check_runs_while_uv_installs(tmp_path, monkeypatch):
     )
     assert "uv" in seen  # uv was started before the check, not after it
     assert (tmp_path / "target/tiny/__init__.py").read_text() == "x = 1\n"
-    assert _children() == []
+    assert "uv" not in _children()
 
 
 def test_a_failed_check_stops_uv_and_is_the_error(tmp_path, monkeypatch):
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-    wheels = _wheelhouse(tmp_path / "wheels")
 
     def gap() -> None:
         raise BuildError("no wheel for x86_64-manylinux_2_36 (CPython 3.11.2): absent 1.0")
 
-    # uv would fail too (no such project): the check's error is the one raised, and uv is
-    # not left running nor unreaped.
-    locked = Locked("requirements.txt", "absent==1.0\n", complete=True)
-    args = ["--no-index", "--find-links", str(wheels)]
-    with pytest.raises(BuildError, match=r"^no wheel for .*: absent 1\.0$"):
-        install(locked, tmp_path / "target", DEBIAN_311, args, tmp_path, gap)
-    assert _children() == []
+    # uv waits on an index that accepts the connection and never answers (uv would wait
+    # for its 30 s HTTP timeout, then fail): the check's error is raised at once, and uv is
+    # killed, not left running nor unreaped.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        locked = Locked("requirements.txt", "absent==1.0\n", complete=True)
+        assert "uv" not in _children()
+        started = time.monotonic()
+        with pytest.raises(BuildError, match=r"^no wheel for .*: absent 1\.0$"):
+            install(locked, tmp_path / "target", DEBIAN_311, ["--index-url", url], tmp_path, gap)
+        assert time.monotonic() - started < 10
+        assert "uv" not in _children()
