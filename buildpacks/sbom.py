@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from email.parser import HeaderParser
@@ -23,9 +24,8 @@ from packaging.utils import canonicalize_name
 
 from buildpacks import __version__
 from buildpacks.errors import BuildError
-from buildpacks.oci import rootfs
 from buildpacks.oci.layer import iter_entries
-from buildpacks.oci.model import Image, ImageSource
+from buildpacks.oci.model import ImageSource
 
 SBOM_ROOT = "/layers/sbom/launch"
 CYCLONEDX = "sbom.cdx.json"
@@ -178,16 +178,19 @@ def apk_packages(text: str) -> list[OsPackage]:
     return found
 
 
-def run_image_contents(image: Image) -> RunImageContents:
-    """The run image's distribution and installed OS packages, read from its layers."""
+def is_run_image_record(path: str) -> bool:
+    """Whether an image path (relative, no leading slash) holds what the SBOM says of the
+    run image: its package databases (dpkg's ``status`` and ``status.d/`` entries, apk's)
+    and its ``os-release``."""
+    return path in (_DPKG_STATUS, _APK_INSTALLED, *_OS_RELEASE) or (
+        path.startswith(_DPKG_STATUS_D) and not path.endswith(".md5sums")
+    )
 
-    def wanted(path: str) -> bool:
-        return path in (_DPKG_STATUS, _APK_INSTALLED, *_OS_RELEASE) or (
-            path.startswith(_DPKG_STATUS_D) and not path.endswith(".md5sums")
-        )
 
-    found = rootfs.find(image, wanted, wanted)
-    text = {p: (e.content or b"").decode("utf-8", "replace") for p, e in found.items()}
+def run_image_contents(files: Mapping[str, bytes]) -> RunImageContents:
+    """The run image's distribution and installed OS packages, from the content of its
+    files that ``is_run_image_record`` (path to bytes, as ``rootfs.find`` reads them)."""
+    text = {p: data.decode("utf-8", "replace") for p, data in files.items()}
     packages = [
         *dpkg_packages(text.get(_DPKG_STATUS, "")),
         *apk_packages(text.get(_APK_INSTALLED, "")),

@@ -324,3 +324,109 @@ def test_unreadable_file_in_the_tree_gives_one_error_line_and_no_blob(tmp_path, 
     assert result.stdout.splitlines() == [f"error: {secret}: permission denied"], result.stdout
     assert result.stderr == ""  # no warning either (-X dev shows unclosed files and threads)
     _store_is_clean(store)
+
+
+def test_a_damaged_gzip_layer_reads_as_zlibs_errors_say(tmp_path):
+    """gzip layers are read by ISA-L in a thread; a damaged deflate stream is a zlib.error
+    and a wrong CRC a BadGzipFile, as with Python's gzip (what callers catch), and the
+    reading thread ends with the stream."""
+    import threading
+    import zlib
+
+    from buildpacks.oci.layer import open_layer
+    from buildpacks.oci.model import Layer
+
+    store = BlobStore(tmp_path / "store")
+    tree = [TreeMapping(make_big_tree(tmp_path / "big", 1.5), "/layers/x")]
+    layer = write_layer(store, tree)
+    with open_layer(layer) as stream:
+        assert stream.read() == gzip.decompress(layer.path.read_bytes())
+    blob = layer.path.read_bytes()
+    threads = threading.active_count()
+    for offset, error in ((20, zlib.error), (len(blob) - 8, gzip.BadGzipFile)):
+        damaged = tmp_path / f"damaged-{offset}"
+        damaged.write_bytes(blob[:offset] + b"\xff" * 4 + blob[offset + 4 :])
+        with pytest.raises(error), open_layer(Layer(layer.descriptor, "", damaged)) as stream:
+            while stream.read(1 << 16):
+                pass
+    assert threading.active_count() == threads
+
+
+def _tarfile_reference(mappings: list[TreeMapping], mtime: int) -> bytes:
+    """The tar that Python's tarfile writes (PAX format, stream mode) for ``mappings``, in
+    the order and with the normalised metadata of ``write_layer``: what layers held when
+    tarfile wrote them, and the reference our own writer must equal."""
+    from pathlib import PurePosixPath
+
+    out = io.BytesIO()
+    written: set[str] = set()
+
+    def info(name: str, kind: bytes, mode: int, owner: tuple[int, int]) -> tarfile.TarInfo:
+        entry = tarfile.TarInfo(name)
+        entry.type, entry.mode, entry.mtime = kind, mode, mtime
+        entry.uid, entry.gid = owner
+        entry.uname = entry.gname = ""
+        return entry
+
+    def directory(tar: tarfile.TarFile, name: str, owner: tuple[int, int]) -> None:
+        name = name.lstrip("/")
+        if name and name not in written:
+            written.add(name)
+            tar.addfile(info(name + "/", tarfile.DIRTYPE, 0o755, owner))
+
+    def tree(tar: tarfile.TarFile, root: Path, name: str, owner: tuple[int, int]) -> None:
+        if root.is_symlink():
+            entry = info(name, tarfile.SYMTYPE, 0o777, owner)
+            entry.linkname = os.readlink(root)
+            tar.addfile(entry)
+        elif root.is_dir():
+            directory(tar, name, owner)
+            for child in sorted(os.listdir(root)):
+                tree(tar, root / child, f"{name}/{child}", owner)
+        else:
+            mode = 0o755 if root.stat().st_mode & 0o111 else 0o644
+            entry = info(name, tarfile.REGTYPE, mode, owner)
+            entry.size = root.stat().st_size
+            with open(root, "rb") as f:
+                tar.addfile(entry, f)
+
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for mapping in sorted(mappings, key=lambda m: m.target):
+            target = PurePosixPath(mapping.target)
+            for parent in reversed(target.parents):
+                directory(tar, str(parent), (0, 0))
+            tree(tar, mapping.source, str(target).lstrip("/"), mapping.owner)
+    return out.getvalue()
+
+
+def test_layer_tar_is_byte_for_byte_what_tarfile_writes(tmp_path):
+    """Our tar writer (headers built here, a small file in one write) gives tarfile's bytes,
+    for the names and sizes that need more than a ustar header: names and links over 100
+    characters or not ASCII, a name that is not UTF-8, a uid too large for its field,
+    files of 0, 512 and more than a read's worth of bytes."""
+    from buildpacks.oci.layer import open_layer
+
+    root = tmp_path / "tree"
+    deep = root / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / "f.py").write_text("x = 1\n")  # a path of about 130 characters
+    # Under layers/x/venv/ (14 characters): names of 100 and 101 characters.
+    (root / ("n" * 86)).write_text("exactly 100\n")
+    (root / ("m" * 87)).write_text("101\n")
+    (root / "café-日本.txt").write_text("not ascii\n")
+    (root / os.fsdecode(b"raw-\xff\xfe.bin")).write_bytes(b"not utf-8\n")
+    (root / "empty").write_bytes(b"")
+    (root / "block").write_bytes(b"b" * 512)
+    (root / "big.so").write_bytes(os.urandom((1 << 20) + 3))
+    (root / "big.so").chmod(0o755)
+    (root / "long-link").symlink_to("l" * 120)
+    (root / "link-é").symlink_to("café-日本.txt")
+    mappings = [
+        TreeMapping(root, "/layers/x/venv"),
+        TreeMapping(make_tree(tmp_path / "app", 5), "/workspace", (1000, 1000)),
+        TreeMapping(make_tree(tmp_path / "huge-uid", 5), "/home/u", (1 << 21, 7)),
+    ]
+    for compression in ("gzip", "zstd"):
+        layer = write_layer(BlobStore(tmp_path / "store"), mappings, compression=compression)
+        with open_layer(layer) as stream:
+            assert stream.read() == _tarfile_reference(mappings, 315532801), compression

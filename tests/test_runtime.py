@@ -75,7 +75,7 @@ def test_whiteout_removes_the_interpreter(tmp_path):
 
 def test_musl_base(tmp_path):
     image = image_of(tmp_path, {"lib/ld-musl-x86_64.so.1": "", "usr/local/bin/python3.13": ""})
-    assert inspect_run_image(image, "x86_64")["wheel_platform"] == "x86_64-unknown-linux-musl"
+    assert inspect_run_image(image, "x86_64").wheel_platform == "x86_64-unknown-linux-musl"
 
 
 def test_python_minors_in_preference_order(tmp_path):
@@ -154,3 +154,33 @@ def test_a_hosts_own_linux_wheel_fits_an_image_with_its_glibc_or_newer():
     for host in (Host("x86_64", (2, 39)), Host("aarch64", (2, 36)), Host("x86_64", None)):
         with pytest.raises(BuildError, match="a linux_\\* wheel is built against the C library"):
             check_wheel_fits(wheel, DEBIAN_311, host)
+
+
+def test_facts_are_cached_by_the_layers_and_hold_the_sboms_packages(tmp_path, monkeypatch):
+    from buildpacks.builtin.runtime import run_image_facts
+    from buildpacks.oci import rootfs
+
+    release = 'ID=debian\nVERSION_ID="12"\n'
+    image = image_of(
+        tmp_path,
+        {"usr/bin/python3.11": "", "var/lib/dpkg/status": DPKG, "etc/os-release": release},
+    )
+    facts = run_image_facts(image, tmp_path / "cache", "x86_64")
+    assert (facts.contents.distro, facts.contents.distro_version) == ("debian", "12")
+    assert [(p.name, p.version) for p in facts.contents.packages] == [
+        ("libc6", "2.36-9+deb12u4"),
+        ("python3.11-minimal", "3.11.2-6+deb12u6"),
+    ]
+    # The same layers under another config (a tag, an environment): not read again.
+    retagged = Image({**image.config, "config": {"Env": ["A=1"]}}, image.layers, reference="b")
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the layers were read again")
+
+    monkeypatch.setattr(rootfs, "find", unread)
+    assert run_image_facts(retagged, tmp_path / "cache", "x86_64") == facts
+    # A record of another shape (an older release's) is read again, not trusted.
+    monkeypatch.undo()
+    (record,) = (tmp_path / "cache" / "run-images").glob("*.json")
+    record.write_text('{"interpreters": ["usr/bin/python3.11"], "dpkg": {}}')
+    assert run_image_facts(image, tmp_path / "cache", "x86_64") == facts

@@ -84,10 +84,17 @@ def _no_wheel_message(output: str, runtime: Runtime) -> str | None:
 
 
 def install(
-    locked: Locked, target: Path, runtime: Runtime, index_args: list[str], work: Path
+    locked: Locked,
+    target: Path,
+    runtime: Runtime,
+    index_args: list[str],
+    work: Path,
+    meanwhile: Callable[[], None] = lambda: None,
 ) -> None:
-    """Install ``locked`` for the image's platform into a flat ``target`` directory."""
+    """Install ``locked`` for the image's platform into a flat ``target`` directory.
+    ``meanwhile`` runs while uv does; if it raises, uv is stopped and its error raised."""
     if not locked.text.strip():
+        meanwhile()
         target.mkdir(parents=True, exist_ok=True)
         return
     requirements = work / "requirements.txt"
@@ -107,9 +114,17 @@ def install(
         *index_args,
         "-r", str(requirements),
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        output = redact(result.stderr + result.stdout)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            meanwhile()
+            stdout, stderr = process.communicate()
+        except BaseException:  # an error of meanwhile's, or Ctrl-C: uv is not waited for
+            process.kill()
+            raise
+    if process.returncode != 0:
+        output = redact(stderr + stdout)
         message = _no_wheel_message(output, runtime)
         if message:
             raise BuildError(message)
@@ -321,17 +336,21 @@ class DependenciesBuildpack:
             }
         )
 
-        def build_venv() -> tuple[Layer, dict[str, Any]]:
-            # Only when the layer is built (a cached layer's wheels were all found): the
-            # warm path never runs it.
+        def check() -> None:
             if ctx.wheel_check is not None:
                 ctx.wheel_check()
             else:
                 check_wheels([(config, runtime)], ctx.log)
             ctx.log(f"Installing dependencies from {locked.source} for {runtime.wheel_platform}")
+
+        def build_venv() -> tuple[Layer, dict[str, Any]]:
+            # Only when the layer is built (a cached layer's wheels were all found): the
+            # warm path never runs it. The wheel-gap check (index pages to fetch and read)
+            # runs while uv installs, rather than before: a gap it finds stops uv, whose
+            # half-done install in the scratch directory goes with it, and is the error.
             work = ctx.scratch()
             installed = work / "uv-target"
-            install(locked, installed, runtime, index_args, work)
+            install(locked, installed, runtime, index_args, work, meanwhile=check)
             stage = work / "venv"
             make_venv(stage, installed, runtime)
             packages = packages_in(stage / "lib" / f"python{runtime.minor}" / "site-packages")

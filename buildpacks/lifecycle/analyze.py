@@ -74,13 +74,13 @@ class Analysis:
 
     config: BuildConfig
     run_images: tuple[Image, ...]
-    facts: tuple[dict[str, Any], ...]  # runtime.inspect_run_image of each run image
+    facts: tuple[runtime.RunImageFacts, ...]
 
 
 def _complete(
     config: BuildConfig,
     images: tuple[Image, ...],
-    facts: tuple[dict[str, Any], ...],
+    facts: tuple[runtime.RunImageFacts, ...],
     project: Project,
     overrides: Mapping[str, Any] | None,
     env: Mapping[str, str] | None,

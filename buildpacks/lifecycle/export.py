@@ -34,11 +34,12 @@ from buildpacks.builtin import (
     processes,
     remember_layer,
 )
+from buildpacks.builtin.runtime import run_image_facts
 from buildpacks.config import BuildConfig
 from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
 from buildpacks.oci.archive import ArchiveSink, ArchiveWriter
-from buildpacks.oci.blobs import BlobStore, file_digest, write_atomic
+from buildpacks.oci.blobs import BlobStore, file_digest
 from buildpacks.oci.daemon import DaemonSink
 from buildpacks.oci.layer import File, MemoryTree, write_layer
 from buildpacks.oci.model import Artifact, Image, Layer, Platform
@@ -175,18 +176,6 @@ def _base_name(config: BuildConfig) -> str | None:
     return None if config.base_image.startswith(TRANSPORTS) else config.base_image
 
 
-def run_image_contents(config: BuildConfig, run_image: Image) -> sbom.RunImageContents:
-    """The run image's OS packages, read from its layers once per base digest."""
-    digest = run_image.manifest_digest or run_image.digest()
-    record = config.cache_dir / "run-images" / f"{digest.replace(':', '-')}.sbom.json"
-    try:
-        return sbom.RunImageContents.from_json(json.loads(record.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        contents = sbom.run_image_contents(run_image)
-        write_atomic(record, json.dumps(contents.to_json()))
-        return contents
-
-
 def _with_system_packages(
     contents: sbom.RunImageContents, ctx: BuildContext
 ) -> sbom.RunImageContents:
@@ -217,7 +206,10 @@ def sbom_layer(config: BuildConfig, run_image: Image, ctx: BuildContext, store: 
         runtime.version,
         cnb.run_image_name(config.base_image),
         run_image.manifest_digest or run_image.digest(),
-        _with_system_packages(run_image_contents(config, run_image), ctx),
+        _with_system_packages(
+            run_image_facts(run_image, config.cache_dir, config.platform.machine).contents,
+            ctx,
+        ),
     )
     epoch = config.creation_time
     target = f"{sbom.SBOM_ROOT}/{dependencies.ID.replace('/', '_')}/venv"

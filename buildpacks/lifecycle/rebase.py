@@ -59,7 +59,7 @@ def check_compatible(source: ImageSource, new_base: Image, force: bool) -> list[
     interpreter = runtime.interpreter if runtime else ""
     if interpreter:
         machine = new_base.platform.machine
-        found = ["/" + p for p in inspect_run_image(new_base, machine)["interpreters"]]
+        found = ["/" + p for p in inspect_run_image(new_base, machine).interpreters]
         if interpreter not in found:
             problems.append(
                 f"it has no {interpreter} (Python {runtime.python}, which the image's "
