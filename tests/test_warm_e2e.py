@@ -70,4 +70,5 @@ def test_a_warm_rebuild_stages_nothing_and_frees_the_replaced_archive_in_the_bac
     # is left of the first build's, thousands of files, is removed over the next builds).
     files, directories = in_trash()
     assert files == {second} and directories <= scratch
-    assert len({first, second, third}) == 3
+    # (The first archive's inode number is free again, and may be the third's.)
+    assert third != second
