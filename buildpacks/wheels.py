@@ -212,6 +212,20 @@ def _import_backend(system: BuildSystem) -> Any:
     return backend
 
 
+@contextlib.contextmanager
+def temp_files_in(directory: Path) -> Iterator[None]:
+    """Temp files made in this process go into ``directory`` (``tempfile.tempdir``, the
+    default ``tempfile`` documents), so that a backend building a wheel here leaves none in
+    the system's temp directory when it is interrupted: hatchling writes the wheel to a
+    ``mkstemp`` file first and moves it into place after; Ctrl-C in between left it."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(directory)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def _call_in_process(
     root: Path, log: Callable[[str], None], hook: Callable[..., Any], *args: Any
 ) -> Any:
@@ -417,7 +431,9 @@ class WheelBuilder:
                 f"Building the wheel in this process with {route.system.backend} "
                 f"({_versions(route.system.requires) or 'no requirements'})"
             )
-            name = _call_in_process(root, log, route.backend.build_wheel, str(out_dir), {})
+            # out_dir is the caller's temp directory: removed with what a stopped backend left.
+            with temp_files_in(out_dir):
+                name = _call_in_process(root, log, route.backend.build_wheel, str(out_dir), {})
             return out_dir / name
         return _build_isolated(root, out_dir, log, route, cache)
 

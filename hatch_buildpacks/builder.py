@@ -178,12 +178,14 @@ class ImageBuilder(BuilderInterface):
     def _build(self, directory: Path) -> Path:
         from buildpacks.lifecycle import analyze, build_image
         from buildpacks.lifecycle.export import archive_path
+        from buildpacks.wheels import temp_files_in
 
         # Configuration and run image come before the wheel, so bad input fails first.
         analysis = analyze.prepare(self.project(), directory.resolve(), self.app.display_info)
         config = analysis.config
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-            wheel = Path(next(self._wheel_builder.build(directory=tmp, versions=["standard"])))
+            with temp_files_in(Path(tmp)):  # hatchling's own temp file too, if interrupted
+                wheel = Path(next(self._wheel_builder.build(directory=tmp, versions=["standard"])))
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
             result = build_image(config, wheel, self.app.display_info, analysis.run_images)
         uptodate.remember(

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -340,3 +341,22 @@ def test_a_no_op_imports_no_lifecycle(session_dir, hatch_env, base_layout):
     assert "lifecycle loaded: True" in runs[0].stdout, runs[0].stdout
     assert UP_TO_DATE in runs[1].stdout, runs[1].stdout + runs[1].stderr
     assert "lifecycle loaded: False" in runs[1].stdout, runs[1].stdout
+
+
+def test_a_wheel_build_stopped_midway_leaves_no_temp_file_of_the_backend(tmp_path, monkeypatch):
+    # hatchling writes the wheel to a mkstemp file, then moves it into the output directory:
+    # Ctrl-C while it writes must not leave that file in the system's temp directory.
+    from hatchling.builders import wheel as hatchling_wheel
+
+    def interrupted(self, included_file):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hatchling_wheel.WheelArchive, "add_file", interrupted)
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    project = _small_project(tmp_path / "project", '"hatchling"', "hatchling.build")
+    with pytest.raises(KeyboardInterrupt), tempfile.TemporaryDirectory(dir=tmp_path) as work:
+        wheels.WheelBuilder().build(project, Path(work), print, None, tmp_path / "cache")
+    assert list(system_tmp.iterdir()) == []
+    assert tempfile.tempdir == str(system_tmp)  # given back as it was
