@@ -195,7 +195,9 @@ class ArchiveWriter:
         self.tar.add("index.json", canonical_json(index))
         self.tar.add("manifest.json", canonical_json(docker_manifest))
         self.tar.close()
-        self.file.close()
+        # Closed only once renamed: the lock goes with the descriptor, and a writer of the
+        # same path would sweep an unlocked part away.
+        self.file.flush()
         if self.retire is not None:
             # ext4 writes a file renamed over another out to disk during the rename (its
             # auto_da_alloc): ~40 ms for the example's archive. Renamed to a free name, it
@@ -203,6 +205,7 @@ class ArchiveWriter:
             self.retire(self.path)
         os.replace(self.temp, self.path)
         self.done = True
+        self.file.close()
 
     def _blob(self, digest: str, content: bytes) -> None:
         if digest not in self.written:

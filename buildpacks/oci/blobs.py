@@ -193,7 +193,9 @@ class BlobStore:
     @contextmanager
     def writer(self) -> Iterator[tuple[BinaryIO, Path]]:
         """A claimed temp file inside the store, removed unless it was ``adopt``-ed. The
-        first one of a store removes those left by builds that were killed."""
+        first one of a store removes those left by builds that were killed. Its lock lasts
+        as long as the file object is open: ``adopt`` it before closing it, or a concurrent
+        build (or another store of this one) may sweep it away as stale."""
         tmp = self.root / "tmp"
         if not self._swept:
             remove_stale(tmp, "blob-*")
@@ -225,7 +227,7 @@ class BlobStore:
             for chunk in chunks:
                 h.update(chunk)
                 f.write(chunk)
-            f.close()
+            f.flush()  # not closed: closing drops the lock, and a sweeper may take the file
             actual = "sha256:" + h.hexdigest()
             if actual != expected:
                 raise BuildError(

@@ -358,7 +358,7 @@ def _compressed_blob(
                 sink.discard()
             raise
         sink.close()
-        f.close()
+        f.flush()  # not closed before adopt: the lock goes with the descriptor
         digest = "sha256:" + compressed.sha.hexdigest()
         path = store.adopt(temp, digest)
     out.append(
