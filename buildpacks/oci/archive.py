@@ -106,16 +106,18 @@ def _identity(st: os.stat_result) -> list[int]:
 
 
 def _read_ledger(ledger: Path | None, path: Path, mtime: int) -> _Ledger:
-    """The ledger's word on the archive at ``path``, if it speaks of that path and of
-    entries dated ``mtime`` (their headers hold it); else an empty one."""
+    """The ledger's word on the archive at ``path``, if it speaks of that path, of entries
+    dated ``mtime`` (their headers hold it) and of the file there now; else an empty one."""
     if ledger is None:
         return _Ledger()
     try:
         note = json.loads(ledger.read_text())
+        identity = [int(n) for n in note["file"]]
         if note["path"] != str(path.resolve()) or note["mtime"] != mtime:
             return _Ledger()
-        entries = [(str(name), int(size)) for name, size in note["entries"]]
-        return _Ledger([int(n) for n in note["file"]], entries)
+        if _identity(os.stat(path)) != identity:  # checked again when it is taken over
+            return _Ledger()
+        return _Ledger(identity, [(str(name), int(size)) for name, size in note["entries"]])
     except (OSError, ValueError, TypeError, KeyError):
         return _Ledger()
 
