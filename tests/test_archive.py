@@ -200,3 +200,132 @@ def test_archive_tar_stream_is_what_tarfile_writes(tmp_path):
             info.size, info.mtime, info.mode = len(data), 5, 0o644
             tar.addfile(info, io.BytesIO(data))
     assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "tarfile.tar").read_bytes()
+
+
+def rebuilt_image(tmp_path, store: BlobStore, base: Image, text: str) -> Image:
+    """``base`` with its last layer replaced by one holding ``text``: a warm rebuild."""
+    tree = tmp_path / f"edit-{len(text)}"
+    tree.mkdir()
+    (tree / "app.txt").write_text(text)
+    layers = [*base.layers[:-1], write_layer(store, [TreeMapping(tree, "/app")])]
+    config = {
+        **base.config,
+        "rootfs": {"type": "layers", "diff_ids": [la.diff_id for la in layers]},
+    }
+    return Image(config, layers)
+
+
+def write_with_ledger(img: Image, path, ledger, retire=None) -> ArchiveWriter:
+    writer = ArchiveWriter(path, 0, retire, ledger)
+    writer.start(img.layers[:1])
+    writer.finish(img, "app:1")
+    writer.discard()
+    return writer
+
+
+def test_a_rebuilt_archive_is_written_on_from_the_kept_entries(image, tmp_path):
+    """The archive in place is cut after the entries the new one shares and written on:
+    the result has the bytes of a whole write, and the shared layer is not copied again
+    (the file is the same inode, its first bytes never rewritten)."""
+    _, store = image
+    first = two_layer_image(tmp_path, store)
+    out, ledger = tmp_path / "dist" / "x.tar", tmp_path / "cache" / "ledger.json"
+    write_with_ledger(first, out, ledger)
+    inode = out.stat().st_ino
+    second = rebuilt_image(tmp_path, store, first, "edited " * 300)
+    writer = write_with_ledger(second, out, ledger)
+    assert writer.tar.existing == []  # cut: the app layer differed
+    whole = tmp_path / "whole" / "x.tar"
+    write_archive(second, whole, "app:1", 0)
+    assert out.read_bytes() == whole.read_bytes()
+    assert out.stat().st_ino == inode  # written on, not copied
+    assert [p.name for p in out.parent.iterdir()] == ["x.tar"]
+    # A third build, shorter than the second: the tail of the longer file is cut away.
+    third = rebuilt_image(tmp_path, store, first, "e")
+    write_with_ledger(third, out, ledger)
+    write_archive(third, whole, "app:1", 0)
+    assert out.read_bytes() == whole.read_bytes()
+    assert out.stat().st_ino == inode
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["rewritten in place", "touched", "replaced", "ledger of another mtime", "ledger corrupt"],
+)
+def test_an_archive_not_as_the_ledger_left_it_is_written_whole(image, tmp_path, change):
+    """The kept entries are trusted only while the file is the one the writer left: a file
+    changed in any way since (even to its old size and times) is written anew."""
+    import os
+
+    _, store = image
+    first = two_layer_image(tmp_path, store)
+    out, ledger = tmp_path / "dist" / "x.tar", tmp_path / "cache" / "ledger.json"
+    write_with_ledger(first, out, ledger)
+    st = out.stat()
+    if change == "rewritten in place":
+        data = bytearray(out.read_bytes())
+        data[1024] ^= 0xFF  # inside the first layer's bytes
+        with open(out, "r+b") as f:
+            f.write(bytes(data))
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "touched":
+        os.utime(out)
+    elif change == "replaced":
+        copy = out.with_name("copy")
+        copy.write_bytes(out.read_bytes())
+        os.replace(copy, out)
+    elif change == "ledger of another mtime":
+        note = json.loads(ledger.read_text())
+        ledger.write_text(json.dumps({**note, "mtime": 1}))
+    else:
+        ledger.write_text("{")
+    inode = out.stat().st_ino
+    second = rebuilt_image(tmp_path, store, first, "edited")
+    write_with_ledger(second, out, ledger)
+    whole = tmp_path / "whole" / "x.tar"
+    write_archive(second, whole, "app:1", 0)
+    assert out.read_bytes() == whole.read_bytes()
+    assert out.stat().st_ino != inode  # a new file
+    assert [p.name for p in out.parent.iterdir()] == ["x.tar"]
+
+
+def test_a_failed_build_leaves_the_archive_in_place(image, tmp_path):
+    """A build that fails before its archive is finished leaves the one in place as it was,
+    and the next build still writes on from it."""
+    _, store = image
+    first = two_layer_image(tmp_path, store)
+    out, ledger = tmp_path / "dist" / "x.tar", tmp_path / "cache" / "ledger.json"
+    write_with_ledger(first, out, ledger)
+    before = out.read_bytes()
+    writer = ArchiveWriter(out, 0, None, ledger)
+    writer.start(first.layers[:1])
+    writer.discard()  # a buildpack failed
+    assert out.read_bytes() == before
+    assert [p.name for p in out.parent.iterdir()] == ["x.tar"]
+    inode = out.stat().st_ino
+    write_with_ledger(rebuilt_image(tmp_path, store, first, "edited"), out, ledger)
+    assert out.stat().st_ino == inode
+
+
+def test_an_archive_held_by_another_writer_is_not_taken(image, tmp_path):
+    """Two builds into one archive: the second does not take the file the first holds; it
+    writes its own, whole."""
+    import fcntl
+    import os
+
+    _, store = image
+    first = two_layer_image(tmp_path, store)
+    out, ledger = tmp_path / "dist" / "x.tar", tmp_path / "cache" / "ledger.json"
+    write_with_ledger(first, out, ledger)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        inode = out.stat().st_ino
+        second = rebuilt_image(tmp_path, store, first, "edited")
+        write_with_ledger(second, out, ledger)
+        assert out.stat().st_ino != inode
+        whole = tmp_path / "whole" / "x.tar"
+        write_archive(second, whole, "app:1", 0)
+        assert out.read_bytes() == whole.read_bytes()
+    finally:
+        os.close(fd)

@@ -163,3 +163,37 @@ def test_index_archive_started_with_the_first_images_layers_is_the_same_bytes(tw
     with pytest.raises(ValueError, match="does not begin with"):
         wrong.finish(index, "app:1")
     wrong.discard()
+
+
+def test_index_archive_written_on_after_the_shared_layer_changed_is_the_same_bytes(two, tmp_path):
+    """A warm rebuild for two platforms: the shared app layer changes, each platform's own
+    layer does not. The archive in place is written on from its first entries; the bytes
+    are those of a whole write."""
+    amd, arm, _, store = two
+    archive, ledger = tmp_path / "dist" / "app.tar", tmp_path / "cache" / "ledger.json"
+
+    def written_on(index: Index) -> None:
+        writer = ArchiveWriter(archive, 0, None, ledger)
+        writer.start(index.images[0].layers[:1])
+        writer.finish(index, "app:1")
+        writer.discard()
+
+    written_on(Index((amd, arm), "app:1"))
+    inode = archive.stat().st_ino
+    app = tmp_path / "app2"
+    app.mkdir()
+    (app / "main.py").write_text("print('edited')\n")
+    shared = write_layer(store, [TreeMapping(app, "/app")])
+
+    def edited(image: Image) -> Image:
+        layers = [image.layers[0], shared]
+        rootfs = {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]}
+        return Image({**image.config, "rootfs": rootfs}, layers)
+
+    index = Index((edited(amd), edited(arm)), "app:1")
+    written_on(index)
+    whole = tmp_path / "whole.tar"
+    write_archive(index, whole, "app:1", 0)
+    assert archive.read_bytes() == whole.read_bytes()
+    assert archive.stat().st_ino == inode
+    assert archive_digest(archive) == index.digest()

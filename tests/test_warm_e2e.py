@@ -4,7 +4,25 @@ assembles the base too; the others start with it, as after any first build)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
 from tests import testbed
+
+
+def verify_blobs(archive: Path) -> None:
+    """Every blob in ``archive`` has the digest it is named by."""
+    with tarfile.open(archive) as tar:
+        blobs = [m for m in tar.getmembers() if m.name.startswith("blobs/sha256/")]
+        assert blobs
+        for member in blobs:
+            f = tar.extractfile(member)
+            assert f is not None
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            assert member.name == f"blobs/sha256/{digest}"
 
 
 def test_warm_rebuild_after_an_edit_equals_a_cold_build(session_dir, hatch_env):
@@ -20,11 +38,21 @@ def test_warm_rebuild_after_an_edit_equals_a_cold_build(session_dir, hatch_env):
         return digest, [layer["digest"] for layer in manifest["layers"]]
 
     first, first_layers = build("warm-cache")
+    inode = archive.stat().st_ino
     server = project / "src/example_service/server.py"
     server.write_text(server.read_text().replace('return "ok"', 'return "ok, warm"'))
     warm, warm_layers = build("warm-cache")
     assert warm != first
     assert warm_layers[-1] == first_layers[-1]  # the SBOM lists no application code
+    # The archive was written on from the entries it kept (the same file), and holds every
+    # blob whole, as skopeo reads it.
+    assert archive.stat().st_ino == inode
+    verify_blobs(archive)
+    inspected = subprocess.run(
+        ["skopeo", "inspect", f"oci-archive:{archive}"], capture_output=True, text=True
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Digest"] == warm
     cold, _ = build("cold-cache", seeded=False)
     assert cold == warm
 
@@ -36,7 +64,7 @@ def test_warm_rebuild_after_an_edit_equals_a_cold_build(session_dir, hatch_env):
     assert build("cold-cache-2")[0] == bumped
 
 
-def test_a_warm_rebuild_stages_nothing_and_frees_the_replaced_archive_in_the_background(
+def test_a_warm_rebuild_writes_on_the_archive_and_frees_a_replaced_one_in_the_background(
     session_dir, hatch_env
 ):
     project = testbed.copy_example(session_dir / "trash")
@@ -61,14 +89,19 @@ def test_a_warm_rebuild_stages_nothing_and_frees_the_replaced_archive_in_the_bac
     first = build_after_edit(1)  # installs the dependencies: a scratch directory is used
     scratch = in_trash()[1]
     assert len(scratch) == 1 and next(iter(scratch)).startswith("work-")
-    second = build_after_edit(2)
-    # The first archive is the trash's now (the same file, renamed), not freed by the build.
-    assert first in in_trash()[0]
+    # A warm rebuild writes on the archive in place: no archive is replaced.
+    assert build_after_edit(2) == first
+    assert in_trash()[0] == set()
+    # Without its ledger, the archive in place is not trusted: a new one is written whole,
+    # and the old one goes to the trash (the same file, renamed), not freed by the build.
+    (ledger,) = (cache / "archives").iterdir()
+    ledger.unlink()
     third = build_after_edit(3)
-    # The next build emptied the trash while it ran, files first: the first archive is
-    # gone, the second waits there. A warm build made no scratch directory of its own (what
-    # is left of the first build's, thousands of files, is removed over the next builds).
+    assert third != first and first in in_trash()[0]
+    verify_blobs(archive)
+    # The next build emptied the trash while it ran, and wrote on the third archive. A
+    # warm build made no scratch directory of its own (what is left of the first build's,
+    # thousands of files, is removed over the next builds).
+    assert build_after_edit(4) == third
     files, directories = in_trash()
-    assert files == {second} and directories <= scratch
-    # (The first archive's inode number is free again, and may be the third's.)
-    assert third != second
+    assert files == set() and directories <= scratch

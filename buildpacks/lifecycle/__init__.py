@@ -138,7 +138,7 @@ def build_image(
         run_images = analyze.analyze_all(config, store, log)
     with ExitStack() as stack:
         # The first run image's layers, most of the archive's bytes, are copied while
-        # buildpacks run.
+        # buildpacks run (unless the archive in place begins with them: it is written on).
         writer = stack.enter_context(export.archive_writer(config, run_images[0]))
         images = build_images(config, wheel, log, run_images, store, stack, project)
         artifact = combine([b.image for b in images], config.image)

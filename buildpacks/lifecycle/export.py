@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import re
 import subprocess
@@ -412,11 +413,15 @@ def archive_writer(config: BuildConfig, run_image: Image) -> Iterator[ArchiveWri
     """The archive of this build, begun now with the run image's layers (for several
     platforms, the first platform's run image); removed on exit unless its sink finished
     it."""
-    # The archive it replaces goes into the cache's trash, freed in the background.
+    # The archive it replaces goes into the cache's trash, freed in the background; the
+    # ledger, keyed by the archive's path, lets the next build write on from what is kept.
+    path = archive_path(config)
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
     writer = ArchiveWriter(
-        archive_path(config),
+        path,
         config.source_date_epoch,
         functools.partial(cachedir.discard, cache=config.cache_dir),
+        config.cache_dir / "archives" / f"{key}.json",
     )
     try:
         writer.start(run_image.layers)

@@ -10,6 +10,7 @@ machine's platform (else the first), which is the one it loads."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +18,8 @@ import shutil
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,6 +43,8 @@ from buildpacks.oci.model import (
 )
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_LAYOUT = ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+_LAYOUT_ENTRY = (_LAYOUT[0], len(_LAYOUT[1]))
 
 
 def write_archive(artifact: Artifact, path: Path, reference: str, mtime: int) -> None:
@@ -86,6 +90,38 @@ class ArchiveSink:
         return digest
 
 
+@dataclass(frozen=True)
+class _Ledger:
+    """What a ledger says of the archive its writer left: the file's identity, and its
+    entries (name, size) in order."""
+
+    identity: list[int] | None = None
+    entries: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _identity(st: os.stat_result) -> list[int]:
+    # The change time moves with every write, rename and ``utime``: a file rewritten in
+    # place, even to its old size and modification time, is another file.
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _read_ledger(ledger: Path | None, path: Path, mtime: int) -> _Ledger:
+    """The ledger's word on the archive at ``path``, if it speaks of that path, of entries
+    dated ``mtime`` (their headers hold it) and of the file there now; else an empty one."""
+    if ledger is None:
+        return _Ledger()
+    try:
+        note = json.loads(ledger.read_text())
+        identity = [int(n) for n in note["file"]]
+        if note["path"] != str(path.resolve()) or note["mtime"] != mtime:
+            return _Ledger()
+        if _identity(os.stat(path)) != identity:  # checked again when it is taken over
+            return _Ledger()
+        return _Ledger(identity, [(str(name), int(size)) for name, size in note["entries"]])
+    except (OSError, ValueError, TypeError, KeyError):
+        return _Ledger()
+
+
 def _umask() -> int:
     # Reading the umask means setting it: set it back at once.
     mask = os.umask(0o022)
@@ -105,26 +141,77 @@ class ArchiveWriter:
     by one that was killed (its lock is free). ``retire`` takes away an archive file no
     longer needed, into the build cache's trash (freed later): the one at ``path`` just
     before the new one is renamed there, and an unfinished one; without it, they are
-    replaced and unlinked."""
+    replaced and unlinked.
+
+    ``ledger``: a file in the build cache where the writer notes the archive it put at
+    ``path``: its entries and the file's identity (device, inode, size, modification and
+    change times) right after. When the archive there is still that file, untouched, and
+    begins with the entries this one begins with (the run image's layers, the dependencies'
+    layer), it is taken as the temp file (renamed, locked), cut after the longest run of
+    entries the two share and written on from there: a warm rebuild writes its new layer
+    and JSON, not the base's tens of megabytes again. The bytes are those of a whole
+    write; during ``finish`` no file is at ``path``, and if it fails, none is left there."""
 
     def __init__(
-        self, path: Path, mtime: int, retire: Callable[[Path], None] | None = None
+        self,
+        path: Path,
+        mtime: int,
+        retire: Callable[[Path], None] | None = None,
+        ledger: Path | None = None,
     ) -> None:
         self.path = path
+        self.mtime = mtime
         self.retire = retire
+        self.ledger = ledger
         remove_stale(path.parent, f".{path.name}.*.partial")
-        fd, self.temp = claimed(path.parent, f".{path.name}.", ".partial")
-        # mkstemp makes it 0600; an archive is an ordinary output file: 0666 less the umask.
-        os.fchmod(fd, 0o666 & ~_umask())
-        self.file = os.fdopen(fd, "wb")
-        self.tar = _TarStream(self.file, mtime)
+        self.previous = _read_ledger(ledger, path, mtime)
+        self.file: BinaryIO | None = None
+        self.temp: Path | None = None
+        self.tar: _TarStream  # with the file, opened or taken over
         self.written: list[str] = []  # layer digests, in order
         self.began = self.done = False
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
+    def _open_new(self) -> None:
+        fd, self.temp = claimed(self.path.parent, f".{self.path.name}.", ".partial")
+        # mkstemp makes it 0600; an archive is an ordinary output file: 0666 less the umask.
+        os.fchmod(fd, 0o666 & ~_umask())
+        self.file = os.fdopen(fd, "wb")
+        self.tar = _TarStream(self.file, self.mtime)
+
+    def _adopt(self) -> bool:
+        """Take the archive at ``path`` as the temp file to write on, if it is the one the
+        ledger describes and no other writer holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            # Locked before it is renamed to a temp name, so no sweeper takes it for stale.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _identity(os.fstat(fd)) != self.previous.identity:
+                raise OSError("not the archive the ledger describes")
+            temp = self.path.with_name(f".{self.path.name}.{os.urandom(6).hex()}.partial")
+            os.rename(self.path, temp)
+            if os.stat(temp).st_ino != os.fstat(fd).st_ino:
+                os.rename(temp, self.path)  # another writer's, put in place meanwhile
+                raise OSError("the archive was replaced")
+        except OSError:
+            os.close(fd)
+            return False
+        self.file = os.fdopen(fd, "r+b")
+        self.temp = temp
+        self.tar = _TarStream(self.file, self.mtime, self.previous.entries)
+        return True
+
     def start(self, layers: list[Layer]) -> None:
-        """Begin with ``layers``, which must be the first of the image, in a thread."""
+        """Begin with ``layers``, which must be the first of the image, in a thread; or,
+        when the archive in place begins with them, leave them there."""
+        ahead = [_LAYOUT_ENTRY, *((blob_name(la.digest), la.descriptor.size) for la in layers)]
+        if self.previous.entries[: len(ahead)] == ahead:
+            return  # finish takes the archive in place and keeps them
+        self.previous = _Ledger()
 
         def run() -> None:
             try:
@@ -143,8 +230,10 @@ class ArchiveWriter:
             self.thread = None
 
     def _layers(self, layers: list[Layer]) -> None:
+        if self.file is None:
+            self._open_new()
         if not self.began:
-            self.tar.add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            self.tar.add(*_LAYOUT)
             self.began = True
         for layer in layers:
             if layer.digest not in self.written:
@@ -165,6 +254,8 @@ class ArchiveWriter:
         layers = _layers(artifact)
         if self.written != [layer.digest for layer in layers][: len(self.written)]:
             raise ValueError("the archive was started with layers the image does not begin with")
+        if self.file is None and not (self.previous.entries and self._adopt()):
+            self._open_new()
         self._layers(layers)
         for image in images_of(artifact):
             self._blob(image.config_descriptor().digest, image.config_bytes())
@@ -195,6 +286,7 @@ class ArchiveWriter:
         self.tar.add("index.json", canonical_json(index))
         self.tar.add("manifest.json", canonical_json(docker_manifest))
         self.tar.close()
+        assert self.file is not None and self.temp is not None  # opened or adopted above
         # Closed only once renamed: the lock goes with the descriptor, and a writer of the
         # same path would sweep an unlocked part away.
         self.file.flush()
@@ -205,7 +297,23 @@ class ArchiveWriter:
             self.retire(self.path)
         os.replace(self.temp, self.path)
         self.done = True
-        self.file.close()
+        try:
+            self._note(os.fstat(self.file.fileno()))
+        finally:
+            self.file.close()
+
+    def _note(self, st: os.stat_result) -> None:
+        """Write the ledger of the archive just put in place (or drop it, if that fails:
+        without it, the next writer writes the whole archive)."""
+        if self.ledger is None:
+            return
+        from buildpacks.oci.blobs import write_atomic
+
+        note = {"path": str(self.path.resolve()), "mtime": self.mtime, "file": _identity(st)}
+        try:
+            write_atomic(self.ledger, json.dumps({**note, "entries": self.tar.entries}))
+        except OSError:
+            self.ledger.unlink(missing_ok=True)
 
     def _blob(self, digest: str, content: bytes) -> None:
         if digest not in self.written:
@@ -217,6 +325,8 @@ class ArchiveWriter:
         if self.done:
             return
         self._join()  # an error of the thread's is moot: the archive is abandoned
+        if self.file is None or self.temp is None:
+            return  # nothing begun, or the archive in place left there
         # Flushing fails again on a full disk; the error that stopped the archive is told.
         with contextlib.suppress(OSError):
             self.file.close()
@@ -230,23 +340,45 @@ class ArchiveWriter:
 
 class _TarStream:
     """The little of the tar format an archive needs — regular files with PAX headers, as
-    ``tarfile`` writes them — with file content copied by the kernel (``copy_file_range``):
-    a warm rebuild copies the base's layers into every archive it writes."""
+    ``tarfile`` writes them — with file content copied by the kernel (``copy_file_range``).
+    Begun on a file that already holds entries (``existing``: names and sizes, in order),
+    it keeps those that come again in the same place (same name, a digest, and size: the
+    same bytes) and cuts the file at the first that does not."""
 
-    def __init__(self, f: BinaryIO, mtime: int) -> None:
+    def __init__(self, f: BinaryIO, mtime: int, existing: Sequence[tuple[str, int]] = ()) -> None:
         self.f = f
         self.mtime = mtime
         self.offset = 0
+        self.entries: list[tuple[str, int]] = []
+        self.existing = list(existing)
 
     def _write(self, data: bytes) -> None:
         self.f.write(data)
         self.offset += len(data)
 
+    def _keeps(self, entry: tuple[str, int]) -> bool:
+        """Whether the file holds ``entry`` here already; if not, cut it here (once)."""
+        index = len(self.entries)
+        if index < len(self.existing) and self.existing[index] == entry:
+            return True
+        if self.existing:
+            self.existing = []
+            self.f.truncate(self.offset)
+            self.f.seek(self.offset)
+        return False
+
     def add(self, name: str, content: bytes | Path) -> None:
         info = tarfile.TarInfo(name)
         info.size = len(content) if isinstance(content, bytes) else content.stat().st_size
         info.mtime, info.mode = self.mtime, 0o644
-        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        padding = -info.size % tarfile.BLOCKSIZE
+        kept = self._keeps((name, info.size))
+        self.entries.append((name, info.size))
+        if kept:
+            self.offset += len(header) + info.size + padding
+            return
+        self._write(header)
         if isinstance(content, bytes):
             self._write(content)
         else:
@@ -254,11 +386,10 @@ class _TarStream:
             with open(content, "rb") as source:
                 _copy(source, self.f, info.size)
             self.offset += info.size
-        remainder = info.size % tarfile.BLOCKSIZE
-        if remainder:
-            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - remainder))
+        self._write(tarfile.NUL * padding)
 
     def close(self) -> None:
+        self._keeps(("", -1))  # the end: nothing after the last entry is kept
         self._write(tarfile.NUL * (tarfile.BLOCKSIZE * 2))
         remainder = self.offset % tarfile.RECORDSIZE
         if remainder:
