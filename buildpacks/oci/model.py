@@ -34,7 +34,7 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Platform:
     """An OCI platform such as ``linux/amd64`` or ``linux/arm64/v8``."""
 
@@ -293,7 +293,7 @@ def combine(images: Sequence[Image], reference: str = "") -> Artifact:
     return Index(tuple(images), reference)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class RegistryOptions:
     """How to reach registries: which may skip TLS checks, which CA verifies the others."""
 
