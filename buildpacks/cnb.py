@@ -40,6 +40,12 @@ ROLE_PATHS = (CONFIG_DIR, LAUNCHER_DIR)
 T = TypeVar("T")
 
 
+# The label classes are plain dataclasses with ``==`` (decoded labels are compared) and no
+# generated repr or immutability: every build makes all of them at import, and on Python
+# 3.11 each generated method costs an ``exec`` (a frozen one six). Nothing mutates a label
+# once made; defaults that are themselves labels are made per instance.
+
+
 def _go(name: str, omitempty: bool = False) -> dict[str, Any]:
     """A field's JSON name and whether it is ``omitempty``, as in its Go tag."""
     return {"json": name, "omitempty": omitempty}
@@ -48,14 +54,14 @@ def _go(name: str, omitempty: bool = False) -> dict[str, Any]:
 # --- io.buildpacks.lifecycle.metadata (files.LayersMetadata) ---------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class LayerMetadata:
     """``files.LayerMetadata``: one layer by its diff ID."""
 
     sha: str = field(default="", metadata=_go("sha"))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class BuildpackLayer:
     """``buildpack.LayerMetadata``: a buildpack's layer, its diff ID and ``<layer>.toml``."""
 
@@ -66,7 +72,7 @@ class BuildpackLayer:
     cache: bool = field(default=False, metadata=_go("cache"))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class BuildpackLayers:
     """``buildpack.LayersMetadata``: the layers one buildpack contributed, by name."""
 
@@ -76,7 +82,7 @@ class BuildpackLayers:
     store: dict[str, Any] | None = field(default=None, metadata=_go("store", omitempty=True))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class RunImageForExport:
     """``files.RunImageForExport``: the run image's name and mirrors."""
 
@@ -84,7 +90,7 @@ class RunImageForExport:
     mirrors: list[str] = field(default_factory=list, metadata=_go("mirrors", omitempty=True))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class RunImageForRebase:
     """``files.RunImageForRebase`` (``RunImageForExport`` embedded, so its fields inline)."""
 
@@ -97,32 +103,38 @@ class RunImageForRebase:
         return Stack(RunImageForExport(self.image, list(self.mirrors)))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class Stack:
     """``files.Stack``: where pack before 0.30 and platform APIs before 0.12 look for the run
     image's name."""
 
-    run_image: RunImageForExport = field(default=RunImageForExport(), metadata=_go("runImage"))
+    run_image: RunImageForExport = field(
+        default_factory=RunImageForExport, metadata=_go("runImage")
+    )
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class LayersMetadata:
     """``files.LayersMetadata``, the ``io.buildpacks.lifecycle.metadata`` label."""
 
     app: list[LayerMetadata] = field(default_factory=list, metadata=_go("app"))
     sbom: LayerMetadata | None = field(default=None, metadata=_go("sbom", omitempty=True))
     buildpacks: list[BuildpackLayers] = field(default_factory=list, metadata=_go("buildpacks"))
-    config: LayerMetadata = field(default=LayerMetadata(), metadata=_go("config"))
-    launcher: LayerMetadata = field(default=LayerMetadata(), metadata=_go("launcher"))
-    process_types: LayerMetadata = field(default=LayerMetadata(), metadata=_go("process-types"))
-    run_image: RunImageForRebase = field(default=RunImageForRebase(), metadata=_go("runImage"))
+    config: LayerMetadata = field(default_factory=LayerMetadata, metadata=_go("config"))
+    launcher: LayerMetadata = field(default_factory=LayerMetadata, metadata=_go("launcher"))
+    process_types: LayerMetadata = field(
+        default_factory=LayerMetadata, metadata=_go("process-types")
+    )
+    run_image: RunImageForRebase = field(
+        default_factory=RunImageForRebase, metadata=_go("runImage")
+    )
     stack: Stack | None = field(default=None, metadata=_go("stack", omitempty=True))
 
 
 # --- io.buildpacks.build.metadata (files.BuildMetadata, platform API >= 0.9) -------------
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class GroupElement:
     """``buildpack.GroupElement`` as the build metadata label shows it."""
 
@@ -132,7 +144,7 @@ class GroupElement:
     optional: bool = field(default=False, metadata=_go("optional", omitempty=True))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class Process:
     """``launch.Process`` (Buildpack API >= 0.9, platform API >= 0.10): ``command`` is a
     list (a lone string is read too, as older platforms wrote it), ``args`` are the default
@@ -149,28 +161,32 @@ class Process:
     exec_env: list[str] = field(default_factory=list, metadata=_go("exec-env", omitempty=True))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class GitMetadata:
+    """``files.GitMetadata``: the launcher's source repository and commit."""
+
     repository: str = field(default="", metadata=_go("repository"))
     commit: str = field(default="", metadata=_go("commit"))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class SourceMetadata:
-    git: GitMetadata = field(default=GitMetadata(), metadata=_go("git"))
+    """``files.SourceMetadata``: where the launcher was built from."""
+
+    git: GitMetadata = field(default_factory=GitMetadata, metadata=_go("git"))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class LauncherMetadata:
     """``files.LauncherMetadata``: the launcher binary's version and source. Our images have
     no launcher, so this is Go's zero value; a version is never invented, because pack's
     ``inspect`` hides the run image reference for launchers older than 0.5.0."""
 
     version: str = field(default="", metadata=_go("version"))
-    source: SourceMetadata = field(default=SourceMetadata(), metadata=_go("source"))
+    source: SourceMetadata = field(default_factory=SourceMetadata, metadata=_go("source"))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class BuildMetadata:
     """``files.BuildMetadata``, the ``io.buildpacks.build.metadata`` label; ``bom`` is left
     out from platform API 0.9 (the SBOM is a layer)."""
@@ -180,7 +196,7 @@ class BuildMetadata:
     extensions: list[GroupElement] = field(
         default_factory=list, metadata=_go("extensions", omitempty=True)
     )
-    launcher: LauncherMetadata = field(default=LauncherMetadata(), metadata=_go("launcher"))
+    launcher: LauncherMetadata = field(default_factory=LauncherMetadata, metadata=_go("launcher"))
     processes: list[Process] = field(default_factory=list, metadata=_go("processes"))
     buildpack_default_process_type: str = field(
         default="", metadata=_go("buildpack-default-process-type", omitempty=True)
@@ -197,7 +213,7 @@ class BuildMetadata:
 # --- io.buildpacks.project.metadata (files.ProjectMetadata) ------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class ProjectSource:
     """``files.ProjectSource``; for git, pack writes ``version`` {commit, describe} and
     ``metadata`` {refs, url}."""
@@ -207,7 +223,7 @@ class ProjectSource:
     metadata: dict[str, Any] = field(default_factory=dict, metadata=_go("metadata", omitempty=True))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class ProjectMetadata:
     """``files.ProjectMetadata``: ``{}`` when the project is in no version control."""
 
@@ -217,7 +233,7 @@ class ProjectMetadata:
 # --- our own labels ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class RuntimeMetadata:
     """``io.python-buildpacks.runtime``: the interpreter the image's venv runs on."""
 
@@ -226,14 +242,16 @@ class RuntimeMetadata:
     interpreter: str = field(default="", metadata=_go("interpreter"))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class CachedLayer:
+    """One layer of a cache image: its cache key, diff ID and the data recorded with it."""
+
     key: str = field(default="", metadata=_go("key"))
     diff_id: str = field(default="", metadata=_go("diffId"))
     extra: dict[str, Any] = field(default_factory=dict, metadata=_go("extra"))
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class CacheMetadata:
     """``io.python-buildpacks.cache`` of a cache image: its layers by cache key."""
 

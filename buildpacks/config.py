@@ -33,7 +33,11 @@ COMPRESSIONS = ("gzip", "zstd")
 CANDIDATE_PYTHONS = ("3.14", "3.13", "3.12", "3.11", "3.10", "3.9", "3.8")
 
 
-@dataclass(frozen=True)
+# Settings are frozen, being shared by every phase and thread of a build, but without a
+# generated ``==`` or repr, which nothing uses: each is one more ``exec`` at import.
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class Option:
     """A setting: its key, its environment variable (empty: none), its type, its default
     as text, and its help."""
@@ -207,7 +211,7 @@ ARCHITECTURES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class BuildConfig:
     """Everything a build needs to know, validated, with where each value came from."""
 
@@ -422,7 +426,7 @@ def python_allowed(alternatives: list[SpecifierSet], minor: str) -> bool:
     return any(minor_allowed(spec, minor) for spec in alternatives)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class BasePython:
     """What the explicit base image holds: its reference and its Pythons' ``X.Y``, in the
     order the runtime buildpack prefers them."""

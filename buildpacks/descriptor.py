@@ -33,7 +33,7 @@ _UNSUPPORTED = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Descriptor:
     """What ``project.toml`` says; empty when there is none."""
 

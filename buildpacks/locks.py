@@ -30,7 +30,7 @@ from buildpacks.toml import read_toml
 LOCK_FILES = ("uv.lock", "pylock.toml", "poetry.lock", "requirements.txt", "Pipfile.lock")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Target:
     """What markers are evaluated against: the image, not the machine that builds it."""
 
@@ -68,7 +68,7 @@ class Target:
             raise BuildError(f"{where}: invalid marker {marker!r} ({e})") from None
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Locked:
     """Requirements from a lock file: ``complete`` means every dependency is pinned in it,
     so the installer must not resolve anything more."""
@@ -148,7 +148,7 @@ def read_uv_lock(path: Path, target: Target) -> Locked:
     return Locked(path.name, "\n".join(lines) + "\n", complete=True)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class LockFiles:
     """The files ``uv.lock`` lists for one locked version, and the index they come from."""
 

@@ -13,7 +13,7 @@ from buildpacks.errors import BuildError
 from buildpacks.toml import read_toml
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Project:
     """A Python project about to become an image."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -43,7 +42,11 @@ def _purl_version(version: str) -> str:
     return quote(version, safe=".-_~")
 
 
-@dataclass(frozen=True)
+# Plain dataclasses (``==`` kept for the values read back from JSON): they are made at import
+# by every build, and a frozen one costs Python 3.11 six ``exec``s, a plain one two.
+
+
+@dataclass(repr=False)
 class Package:
     """A Python distribution: name, version, declared license, and the names (normalised)
     of the installed distributions it requires."""
@@ -54,7 +57,7 @@ class Package:
     requires: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "requires", tuple(self.requires))  # read back from JSON
+        self.requires = tuple(self.requires)  # read back from JSON
 
     @property
     def purl(self) -> str:
@@ -66,7 +69,7 @@ class Package:
         return {**asdict(self), "requires": list(self.requires)}
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class OsPackage:
     """A package of the run image's distribution (``deb`` or ``apk``)."""
 
@@ -78,10 +81,10 @@ class OsPackage:
     depends: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "depends", tuple(self.depends))
+        self.depends = tuple(self.depends)
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class RunImageContents:
     """What the SBOM says about the run image: its distribution and OS packages."""
 
@@ -264,7 +267,7 @@ def packages_in(site_packages: Path, machine: str = "x86_64") -> list[Package]:
     return sorted(found, key=lambda p: canonicalize_name(p.name))
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Contents:
     """Everything the SBOM lists: the application, its distributions, the interpreter and
     the run image (its reference, distribution and packages)."""
@@ -290,6 +293,8 @@ def spdx_license(text: str | None) -> tuple[str | None, str | None]:
 
 
 def _serial(document: dict[str, Any]) -> str:
+    import uuid  # only when a document is written: a warm build reuses the SBOM layer
+
     return str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps(document, sort_keys=True)))
 
 

@@ -197,7 +197,7 @@ def test_gzip_layer_compressed_in_parallel_equals_serial_and_is_valid(tmp_path):
     blob = layer.path.read_bytes()
     for pool in (None, ThreadPoolExecutor(1), ThreadPoolExecutor(4)):
         out = io.BytesIO()
-        writer = GzipBlocks(out, 1, pool)
+        writer = GzipBlocks(out, 1, None if pool is None else lambda pool=pool: pool)
         for start in range(0, len(tar), 10_000):  # as tarfile writes: small pieces
             writer.write(tar[start : start + 10_000])
         writer.close()

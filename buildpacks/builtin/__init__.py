@@ -35,7 +35,7 @@ def layer_path(buildpack_id: str, name: str) -> str:
     return f"{LAYERS_ROOT}/{buildpack_id.replace('/', '_')}/{name}"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Runtime:
     """The Python interpreter of the run image, as found in its layers."""
 
@@ -45,7 +45,7 @@ class Runtime:
     wheel_platform: str  # uv's --python-platform, e.g. x86_64-manylinux_2_36
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Process:
     """A CNB process type: what ``podman run`` starts for it."""
 
@@ -55,7 +55,7 @@ class Process:
     direct: bool = True  # False: a shell command, run by /bin/sh -c
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class LayerResult:
     """One layer a buildpack contributed, and whether it came from the cache."""
 
@@ -68,7 +68,7 @@ class LayerResult:
     extra: dict[str, Any] = field(default_factory=dict)  # data recorded with it (e.g. packages)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class BuildContext:
     """What buildpacks read during ``build``; each run gets a fresh one."""
 

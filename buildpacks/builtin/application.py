@@ -124,7 +124,7 @@ def install_wheel(wheel: Path, runtime: Runtime, interpreter: str) -> dict[str, 
     return destination.files
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Host:
     """The machine building the image: a ``linux_<arch>`` wheel it compiled links against
     its C library, so it loads in an image of the same architecture whose glibc is as new."""

@@ -36,7 +36,7 @@ def _env(image: Image) -> dict[str, str]:
     return dict(pairs)
 
 
-@dataclass(frozen=True)
+@dataclass(repr=False)
 class RunImageFacts:
     """What a build needs to know of its run image's files: its Python interpreters (paths
     without the leading slash, in the order ``find_runtime`` prefers them), the wheels its C

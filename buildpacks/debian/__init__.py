@@ -23,7 +23,7 @@ def is_dpkg_record(path: str) -> bool:
     return bool(_DPKG_RECORD.match(path)) and not path.endswith(".md5sums")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Suite:
     """A Debian release this project can assemble images from."""
 

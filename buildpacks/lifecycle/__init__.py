@@ -23,7 +23,7 @@ from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import Image, Platform, combine
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class BuildResult:
     """What a finished build produced: with several platforms, ``digest`` is the index's."""
 
@@ -33,7 +33,7 @@ class BuildResult:
     platforms: tuple[Platform, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Built:
     """One platform's image, and the context its buildpacks filled."""
 

@@ -67,7 +67,7 @@ def analyze_all(
     return tuple(images)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Analysis:
     """The configuration completed by what the run images hold, and the run images, one per
     platform of ``config.platforms``, with what the runtime buildpack read in each."""

@@ -24,7 +24,7 @@ ORDER: tuple[Buildpack, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Plan:
     """The buildpacks that passed detection, in the order they build."""
 

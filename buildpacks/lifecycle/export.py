@@ -13,7 +13,6 @@ import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -322,17 +321,27 @@ def _environment(base_env: list[str], config: BuildConfig, ctx: BuildContext) ->
 def project_metadata_soon(root: Path) -> Callable[[], cnb.ProjectMetadata]:
     """``project_metadata(root)`` asked now in a thread of its own, for what git answers
     (five runs of it in a checkout, ~15 ms) to come while the buildpacks run; the function
-    returned waits for it (and raises what it raised)."""
-    result: Future[cnb.ProjectMetadata] = Future()
+    returned waits for it (and raises what it raised). A bare thread: ``concurrent.futures``
+    would be one more import for every build."""
+    result: list[cnb.ProjectMetadata] = []
+    error: list[BaseException] = []
 
     def run() -> None:
         try:
-            result.set_result(project_metadata(root))
+            result.append(project_metadata(root))
         except BaseException as e:
-            result.set_exception(e)
+            error.append(e)
 
-    threading.Thread(target=run, name="git", daemon=True).start()
-    return result.result
+    thread = threading.Thread(target=run, name="git", daemon=True)
+    thread.start()
+
+    def wait() -> cnb.ProjectMetadata:
+        thread.join()
+        if error:
+            raise error[0]
+        return result[0]
+
+    return wait
 
 
 def assemble(

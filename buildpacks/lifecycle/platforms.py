@@ -17,7 +17,7 @@ class AcrossPlatforms(BuildError):
     """A failure about several platforms at once, which names them itself."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Target:
     """One platform of a build: the configuration narrowed to it and its log."""
 

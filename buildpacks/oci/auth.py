@@ -30,7 +30,7 @@ DOCKER_HUB_KEYS = (
 TOKEN_USER = "<token>"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Credentials:
     """A user name and password, or an OAuth2 refresh token (Docker's ``identitytoken``,
     written by ``docker login`` against a token provider) traded for access tokens."""

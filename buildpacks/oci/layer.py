@@ -19,12 +19,11 @@ import struct
 import tarfile
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import (
@@ -35,6 +34,9 @@ from buildpacks.oci.model import (
     Descriptor,
     Layer,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 # pack and the CNB lifecycle date layer entries 1980-01-01T00:00:01Z when nothing else is given.
 DEFAULT_EPOCH = 315532801
@@ -64,7 +66,11 @@ class _HashingWriter(io.RawIOBase):
         return len(data)
 
 
-@dataclass(frozen=True)
+# What a layer is written from: plain data made, read and dropped by one build, with no
+# ``==``, repr or immutability generated (each an ``exec`` at import on every build).
+
+
+@dataclass(eq=False, repr=False)
 class TreeMapping:
     """A host directory placed at an absolute path inside the image."""
 
@@ -75,7 +81,7 @@ class TreeMapping:
     owner: tuple[int, int] = (0, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class File:
     """A regular file's content, for a ``MemoryTree``."""
 
@@ -83,14 +89,14 @@ class File:
     executable: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Symlink:
     """A symbolic link, for a ``MemoryTree``."""
 
     target: str
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class MemoryTree:
     """Files the build makes itself (launch config, SBOM documents, the installed app), held
     in memory and placed at an absolute path inside the image: written as the same tree
@@ -248,8 +254,11 @@ def _cores() -> int:
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    """The threads that deflate gzip blocks: one per core, started on first use (a layer
-    of one block never needs them) and kept for the process (``buildpacks watch``)."""
+    """The threads that deflate gzip blocks: one per core, made on first use (a layer of
+    one block never needs them) and kept for the process (``buildpacks watch``)."""
+    # Imported here: a warm build's layers are one block each and never ask for the pool.
+    from concurrent.futures import ThreadPoolExecutor
+
     return ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="deflate")
 
 
@@ -267,12 +276,12 @@ def _deflate(block: bytes, primer: bytes, level: int, last: bool) -> bytes:
 
 class GzipBlocks(io.RawIOBase):
     """One gzip member (no name, time 0) written to ``sink`` as pigz writes one: the input
-    cut into ``GZIP_BLOCK`` blocks, deflated by ``pool`` (None: by the writing thread) at
-    most two per thread at a time, and written in order. The blocks depend on the input
-    alone, so any pool gives the same bytes; an input of one block is deflated here, with
-    no thread."""
+    cut into ``GZIP_BLOCK`` blocks, deflated by the executor ``pool`` gives (asked for at
+    the first block that is not the last; None: by the writing thread) at most two per
+    thread at a time, and written in order. The blocks depend on the input alone, so any
+    pool gives the same bytes; an input of one block is deflated here, with no thread."""
 
-    def __init__(self, sink: BinaryIO, level: int, pool: ThreadPoolExecutor | None) -> None:
+    def __init__(self, sink: BinaryIO, level: int, pool: Callable[[], Executor] | None) -> None:
         self.sink, self.level, self.pool = sink, level, pool
         self.buffer = bytearray()
         self.primer = b""
@@ -303,7 +312,7 @@ class GzipBlocks(io.RawIOBase):
             self._drain(0)
             self.sink.write(_deflate(block, primer, self.level, last))
         else:
-            self.pending.append(self.pool.submit(_deflate, block, primer, self.level, last))
+            self.pending.append(self.pool().submit(_deflate, block, primer, self.level, last))
             self._drain(self.limit)
 
     def _drain(self, keep: int) -> None:
@@ -349,7 +358,7 @@ def _compressed_blob(
             )
         else:
             media_type = OCI_LAYER_GZIP
-            sink = GzipBlocks(compressed, compresslevel, _pool())  # type: ignore[assignment]
+            sink = GzipBlocks(compressed, compresslevel, _pool)  # type: ignore[assignment]
         raw = _HashingWriter(sink)
         try:
             yield raw, out

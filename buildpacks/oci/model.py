@@ -34,7 +34,7 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Platform:
     """An OCI platform such as ``linux/amd64`` or ``linux/arm64/v8``."""
 
@@ -135,7 +135,7 @@ class Layer:
         return self.descriptor.digest
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class ImageSource:
     """An image whose manifest and config are read, and whose blobs ``fetch`` brings into
     a local store (verified) only when asked for: inspecting needs no layer at all."""
@@ -171,7 +171,7 @@ class ImageSource:
         return Image(self.config, layers, self.reference, self.manifest_digest)
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Image:
     """An image whose config is parsed and whose layer blobs are on local disk."""
 
@@ -218,7 +218,7 @@ def _config_platform(config: dict[str, Any]) -> Platform:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Index:
     """An OCI image index: one image per platform, in the order given (which is the order of
     the index's entries, so the same images give the same digest)."""
@@ -293,7 +293,7 @@ def combine(images: Sequence[Image], reference: str = "") -> Artifact:
     return Index(tuple(images), reference)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class RegistryOptions:
     """How to reach registries: which may skip TLS checks, which CA verifies the others."""
 

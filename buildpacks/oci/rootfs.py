@@ -14,7 +14,7 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Entry:
     """A file of the image's final filesystem: kind, link target, and content if asked for."""
 
