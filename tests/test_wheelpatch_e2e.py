@@ -97,7 +97,7 @@ def _src_data_project(path: Path) -> Path:
         '[project]\nname = "data-app"\nversion = "0.1.0"\ndescription = "A data app"\n'
         'requires-python = ">=3.11"\ndependencies = []\n\n'
         '[project.scripts]\ndata-app = "data_app:main"\n\n'
-        "[tool.hatch.build.targets.wheel]\npackages = [\"src/data_app\"]\n\n"
+        '[tool.hatch.build.targets.wheel]\npackages = ["src/data_app"]\n\n'
         '[tool.hatch.build.targets.wheel.shared-data]\n"share/notes.txt" = "share/notes.txt"\n'
     )
     return path
