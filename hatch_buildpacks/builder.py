@@ -223,7 +223,7 @@ class ImageBuilder(BuilderInterface):
         record = self._record_file(directory)
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
             patched = None
-            if self._fingerprint is not None:
+            if self._fingerprint is not None and not config.clear_cache:
                 patched = wheelpatch.patch(record, self._fingerprint, Path(tmp))
             if patched is not None:
                 wheel, replaced = patched
