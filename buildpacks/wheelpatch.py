@@ -78,6 +78,8 @@ def keep(record: Path, current: Fingerprint | None, wheel: Path) -> None:
         wheel=wheel.name,
     )
     header = json.dumps(kept.__dict__, sort_keys=True).encode()
+    # Removed first: ext4 flushes a file renamed over another before the rename returns.
+    forget(record)
     try:
         write_atomic(kept_file(record), header + b"\n" + wheel.read_bytes())
     except Exception:  # the image is built: a wheel not kept only makes the next build full
