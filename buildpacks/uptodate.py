@@ -26,6 +26,11 @@ place with its old size and modification time (``tar`` extraction, ``rsync --inp
 before the check is also compared by content: a second change within the same tick keeps all
 its times (git's "racily clean" entries).
 
+A fingerprint also has a *shape*: the digest of the same inputs but the content (stats) of
+the files the builder copies into its output byte for byte (``Inputs.verbatim``: hatchling's
+selected files). A build of the same shape as the last one patches its wheel
+(``buildpacks.wheelpatch``) instead of building it.
+
 Only a build whose whole output is local is recorded: one that pushes, loads a daemon or
 pulls its base on every build (``pull-policy = "always"``) runs in full every time. The
 record keeps digests and file stats only, never the environment's values (credentials).
