@@ -8,8 +8,10 @@ check proves it would give the image already built. An application with no
 The up-to-date check of a hatchling project whose wheel is built in this process runs
 before anything else, as ``hatch build -t image``'s does, on the same inputs (the files
 hatchling's wheel builder selects, the metadata it writes): a no-op builds no wheel and
-imports no lifecycle. Other backends are unknown here, so their check keys on the content
-of the wheel they built. This module imports the lifecycle only when it builds."""
+imports no lifecycle, and a build whose inputs changed only in the content of files
+hatchling copies as they are patches the last wheel (``buildpacks.wheelpatch``). Other
+backends are unknown here, so their check keys on the content of the wheel they built. This
+module imports the lifecycle only when it builds."""
 
 from __future__ import annotations
 
