@@ -8,8 +8,10 @@ check proves it would give the image already built. An application with no
 The up-to-date check of a hatchling project whose wheel is built in this process runs
 before anything else, as ``hatch build -t image``'s does, on the same inputs (the files
 hatchling's wheel builder selects, the metadata it writes): a no-op builds no wheel and
-imports no lifecycle. Other backends are unknown here, so their check keys on the content
-of the wheel they built. This module imports the lifecycle only when it builds."""
+imports no lifecycle, and a build whose inputs changed only in the content of files
+hatchling copies as they are patches the last wheel (``buildpacks.wheelpatch``). Other
+backends are unknown here, so their check keys on the content of the wheel they built. This
+module imports the lifecycle only when it builds."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from buildpacks import config as build_config
-from buildpacks import uptodate, wheels
+from buildpacks import uptodate, wheelpatch, wheels
 from buildpacks.errors import BuildError
 from buildpacks.oci.model import Platform
 from buildpacks.project import Project, read_pyproject
@@ -55,10 +57,11 @@ def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> C
     installed here, ``creation-time = now``, ``clear-cache``), or a configuration that the
     full build will report.
 
-    Whether the backend is installed is asked only when no record matches: a record with
-    this fingerprint was written by a build this check covered, and the fingerprint holds
-    what that answer depends on (``pyproject.toml``, the installed packages, the
-    interpreter), so a no-op imports neither ``packaging`` nor ``importlib.metadata``."""
+    Whether the backend is installed is asked only when no record matches, nor a wheel
+    kept by a build this check covered with the same shape of fingerprint (a warm edit):
+    either was written by such a build, and the shape holds what that answer depends on
+    (``pyproject.toml``, the installed packages, the interpreter), so neither a no-op nor a
+    warm edit imports ``packaging`` or ``importlib.metadata`` for it."""
     try:
         system = wheels.build_system(root, check_requires=False)
         if system.backend != HATCHLING or system.backend_path:
@@ -89,12 +92,12 @@ def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> C
         return uptodate.fingerprint(
             root,
             os.environ,
-            uptodate.Inputs(inputs.files, values),
+            uptodate.Inputs(inputs.files, values, inputs.verbatim),
             code=[Path(hatch_buildpacks.__file__).parent],
         )
 
     current, found = uptodate.check(record, take)
-    if found is None:
+    if found is None and not (current and current.shape == wheelpatch.kept_shape(record)):
         try:
             if not wheels.satisfied(system.requires):  # nor is an invalid requirement
                 return None
@@ -120,9 +123,11 @@ def analyze_project(
     work: Path,
     log: Callable[[str], None],
     wheel_builder: wheels.WheelBuilder | None = None,
+    wheel: Path | None = None,
 ) -> tuple[analyze.Analysis, Path | None]:
     """The configuration completed by the run image, and the wheel (None for a source
-    application) built by ``wheel_builder`` (a new one by default). The run image is read
+    application): ``wheel`` when given, else built by ``wheel_builder`` (a new one by
+    default). The run image is read
     before the wheel is built, so a base that does not fit fails first; only when nothing
     but the wheel can say which Python the project needs (no static metadata, no setting,
     no ``.python-version``) is the wheel built first, rather than pull a base chosen by a
@@ -146,7 +151,8 @@ def analyze_project(
             return analysis, None
     assert cache is not None  # one of the two configurations above was resolved
     python = analysis.config.python_version if analysis else None
-    wheel = (wheel_builder or wheels.WheelBuilder()).build(root, work, log, python, cache)
+    if wheel is None:
+        wheel = (wheel_builder or wheels.WheelBuilder()).build(root, work, log, python, cache)
     built = project_from_wheel(root, wheel)
     if analysis is None:
         return analyze.prepare(built, output_dir, log, overrides), wheel
@@ -204,13 +210,25 @@ def build_checked(
         raise BuildError(f"{root}: not a directory")
     builder = wheel_builder or wheels.WheelBuilder()
     with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-        analysis, wheel = analyze_project(root, output_dir, overrides, Path(tmp), log, builder)
+        # A wheel kept by the last build this check covered, with the same shape of
+        # inputs, patched with the files changed since (hatchling's wheel, not imported).
+        patched = None
+        if early is not None and early.current is not None:
+            patched = wheelpatch.patch(early.record, early.current, Path(tmp))
+        if patched is not None:
+            log(f"Building the wheel from the last one, {patched[1]} file(s) replaced")
+        analysis, wheel = analyze_project(
+            root, output_dir, overrides, Path(tmp), log, builder, patched[0] if patched else None
+        )
         config = analysis.config
         # The early fingerprint stands for the wheel only when this process built it with
-        # hatchling, as that check assumes; any other wheel is checked by its content.
-        if early is None or early.current is None or not builder.in_process:
+        # hatchling (or patched one it built), as that check assumes; any other wheel is
+        # checked by its content.
+        if early is None or early.current is None or not (patched or builder.in_process):
             return build_unless_up_to_date(config, wheel, log, run_images=analysis.run_images)
         result = build_image(config, wheel, log, analysis.run_images)
+        if wheel is not None:
+            wheelpatch.keep(early.record, early.current, wheel)
     uptodate.remember(early.record, early.current, config, result.digest, result.archive)
     return result
 

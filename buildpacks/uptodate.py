@@ -26,6 +26,11 @@ place with its old size and modification time (``tar`` extraction, ``rsync --inp
 before the check is also compared by content: a second change within the same tick keeps all
 its times (git's "racily clean" entries).
 
+A fingerprint also has a *shape*: the digest of the same inputs but the content (stats) of
+the files the builder copies into its output byte for byte (``Inputs.verbatim``: hatchling's
+selected files). A build of the same shape as the last one patches its wheel
+(``buildpacks.wheelpatch``) instead of building it.
+
 Only a build whose whole output is local is recorded: one that pushes, loads a daemon or
 pulls its base on every build (``pull-policy = "always"``) runs in full every time. The
 record keeps digests and file stats only, never the environment's values (credentials).
@@ -88,6 +93,10 @@ class Inputs:
 
     files: tuple[Path, ...] = ()
     values: Mapping[str, Any] = field(default_factory=dict)
+    # The files among ``files`` the builder copies into its output byte for byte, each
+    # with its name there: a change of their content alone can be patched into the last
+    # output (``buildpacks.wheelpatch``).
+    verbatim: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,12 @@ class Fingerprint:
 
     digest: str
     recent: dict[str, str]
+    # The digest of every input but the content of the verbatim files, and their stats
+    # (with the name each gets in the output): the same shape and other contents make
+    # the output the last one with those files' entries replaced.
+    shape: str = ""
+    contents: dict[str, list[int] | None] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -249,7 +264,21 @@ def fingerprint(
         if key and stat.S_ISREG(key[4]) and max(key[1], key[2]) >= taken - RACY_NS
     }
     text = json.dumps(everything, sort_keys=True, default=str)
-    return Fingerprint(hashlib.sha256(text.encode()).hexdigest(), recent)
+    names = {str(path): name for path, name in inputs.verbatim.items()}
+    inputs_stats = files["inputs"]
+    shaped = {
+        **everything,
+        "inputs": {p: key for p, key in inputs_stats.items() if p not in names},
+        "verbatim": names,
+    }
+    shape = json.dumps(shaped, sort_keys=True, default=str)
+    return Fingerprint(
+        hashlib.sha256(text.encode()).hexdigest(),
+        recent,
+        hashlib.sha256(shape.encode()).hexdigest(),
+        {path: inputs_stats.get(path) for path in names},
+        names,
+    )
 
 
 def up_to_date(path: Path, current: Fingerprint) -> Record | None:

@@ -108,8 +108,9 @@ class ImageBuilder(BuilderInterface):
         wheel = self._wheel_builder
         config = wheel.config
         root = Path(self.root)
+        included = list(wheel.recurse_included_files())
         selected = [
-            *wheel.recurse_included_files(),
+            *included,
             *wheel.recurse_explicit_files(config.shared_data),
             *wheel.recurse_explicit_files(config.shared_scripts),
             *wheel.recurse_explicit_files(config.extra_metadata),
@@ -120,14 +121,49 @@ class ImageBuilder(BuilderInterface):
             *(root / path for path in self.metadata.core.license_files),
             *(root / path for path in config.sbom_files),
         ]
+        metadata = self._metadata_inputs()
         return uptodate.Inputs(
             files=tuple(Path(p) for p in [*(f.path for f in selected), *read]),
             values={
                 "selected": [[f.path, f.distribution_path] for f in selected],
                 "read": [str(p) for p in read],
-                "metadata": self._metadata_inputs(),
+                "metadata": metadata,
             },
+            verbatim=self._verbatim(included, selected[len(included) :], read, metadata),
         )
+
+    def _verbatim(
+        self,
+        included: list[Any],
+        others: list[Any],
+        read: list[Path],
+        metadata: dict[str, str],
+    ) -> dict[str, str]:
+        """The files hatchling's wheel builder copies byte for byte into the wheel, each
+        with its entry's name, dated by ``SOURCE_DATE_EPOCH`` only (a reproducible build):
+        those whose content decides nothing else (not also shared, license, version or
+        readme files). None when a metadata hook or the environment writes the metadata: a
+        hook may read a selected file for fields beyond ``METADATA`` (entry points)."""
+        if not self._wheel_builder.config.reproducible or "text" in metadata:
+            return {}
+        root = Path(self.root)
+        version = self.metadata.hatch.config.get("version")
+        version_path = version.get("path") if isinstance(version, dict) else None
+        readme_path = self.metadata.core.readme_path
+        elsewhere = {
+            os.path.normpath(p)
+            for p in [
+                *(f.path for f in others),
+                *read,
+                *([root / version_path] if isinstance(version_path, str) else []),
+                *([root / readme_path] if readme_path else []),
+            ]
+        }
+        return {
+            str(Path(f.path)): f.distribution_path.replace(os.sep, "/")
+            for f in included
+            if os.path.normpath(f.path) not in elsewhere
+        }
 
     def _metadata_inputs(self) -> dict[str, str]:
         """The core metadata hatchling would write; or, when ``pyproject.toml`` (a watched
@@ -176,6 +212,7 @@ class ImageBuilder(BuilderInterface):
         )
 
     def _build(self, directory: Path) -> Path:
+        from buildpacks import wheelpatch
         from buildpacks.lifecycle import analyze, build_image
         from buildpacks.lifecycle.export import archive_path
         from buildpacks.wheels import temp_files_in
@@ -183,14 +220,24 @@ class ImageBuilder(BuilderInterface):
         # Configuration and run image come before the wheel, so bad input fails first.
         analysis = analyze.prepare(self.project(), directory.resolve(), self.app.display_info)
         config = analysis.config
+        record = self._record_file(directory)
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
-            with temp_files_in(Path(tmp)):  # hatchling's own temp file too, if interrupted
-                wheel = Path(next(self._wheel_builder.build(directory=tmp, versions=["standard"])))
+            patched = None
+            if self._fingerprint is not None and not config.clear_cache:
+                patched = wheelpatch.patch(record, self._fingerprint, Path(tmp))
+            if patched is not None:
+                wheel, replaced = patched
+                self.app.display_info(
+                    f"Building the wheel from the last one, {replaced} file(s) replaced"
+                )
+            else:
+                with temp_files_in(Path(tmp)):  # hatchling's own temp file too, if interrupted
+                    built = next(self._wheel_builder.build(directory=tmp, versions=["standard"]))
+                wheel = Path(built)
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
             result = build_image(config, wheel, self.app.display_info, analysis.run_images)
-        uptodate.remember(
-            self._record_file(directory), self._fingerprint, config, result.digest, result.archive
-        )
+            wheelpatch.keep(record, self._fingerprint, wheel)
+        uptodate.remember(record, self._fingerprint, config, result.digest, result.archive)
         return result.archive
 
     @cached_property

@@ -4,7 +4,9 @@ environment, a local base or one pulled once from a real registry). Every module
 paid for by every build, so one that a path does not use is a regression: the lifecycle
 and the wheel's tooling on a no-op, the HTTP client (and the command-line tools its package
 imports) when no registry is asked, what only a first build or a rare branch needs on a warm
-edit. So are the methods our dataclasses generate: on Python 3.11 each is an exec at import."""
+edit (hatchling's building of a wheel and the search of the installed distributions among
+them: a warm edit's wheel is the last one patched). So are the methods our dataclasses
+generate: on Python 3.11 each is an exec at import."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ pytestmark = pytest.mark.e2e
 UP_TO_DATE = "is up to date: nothing it is built from has changed"
 # httpx's own package imports its command line, which imports click, rich and pygments.
 HTTP = ("httpx", "httpcore", "click", "rich", "pygments")
-# What only building needs: the lifecycle, the wheel's tooling (version specifiers, a
-# backend's requirements, installed distributions), reading a wheel and writing layers.
+# What only building needs: the lifecycle, version specifiers and requirements (the image's
+# Python, the SBOM), reading a wheel and writing layers.
 BUILDING = (
     "buildpacks.lifecycle",
     "buildpacks.cnb",
@@ -31,9 +33,13 @@ BUILDING = (
     "installer",
     "packaging.requirements",
     "packaging.specifiers",
-    "importlib.metadata",
     "email.parser",
 )
+# What only building a wheel with hatchling needs, and asking the installed distributions
+# whether its backend is installed (``wheels.satisfied``, noted when called): a warm edit
+# patches the last wheel, and its up-to-date check's shape answers that question.
+WHEEL_BUILD = ("hatchling.build", "trove_classifiers", "importlib.metadata", "wheels.satisfied")
+PATCHED = "Building the wheel from the last one, "
 # Needed only for a mistake (a close match to suggest) or an unset cache directory.
 NEVER = ("difflib", "platformdirs")
 # What a warm edit (a source edit: the application's layer rebuilt, every other one reused)
@@ -78,12 +84,17 @@ dataclasses._process_class = _counted
 
 def _probe(project: Path, env: dict[str, str]) -> tuple[str, set[str], list[str]]:
     """``buildpacks build PROJECT`` in a new interpreter: its output, the modules it
-    imported and the methods our dataclasses generated."""
+    imported (with ``wheels.satisfied`` among them when it was called: it asks the installed
+    distributions whether the backend is installed) and the methods our dataclasses
+    generated."""
     build = (
-        "from buildpacks import cli\n"
+        "from buildpacks import cli, wheels\n"
+        "asked = []\n"
+        "satisfied = wheels.satisfied\n"
+        "wheels.satisfied = lambda requires: asked.append(1) or satisfied(requires)\n"
         f"status = cli.main(['build', {str(project)!r}])\n"
         "print(json.dumps(GENERATED))\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
+        "print(json.dumps(sorted(sys.modules) + ['wheels.satisfied'] * bool(asked)))\n"
         "sys.exit(status)\n"
     )
     code = "import json, sys\n" + _COUNT_GENERATED + build
@@ -125,17 +136,19 @@ def test_a_no_op_and_a_warm_edit_on_a_local_base_import_only_what_they_use(
     project = testbed.copy_example(session_dir / "imports-local")
     cache = testbed.seeded_cache(session_dir / "imports-local-cache")
     runs = _runs(project, {**hatch_env, "BP_CACHE_DIR": cache, "BP_BASE_IMAGE": base_layout})
+    # The probe sees what a build imports, and when the backend's installation is asked.
+    assert _loaded(runs["first"][1], WHEEL_BUILD) == list(WHEEL_BUILD)
     out, modules, generated = runs["warm edit"]
-    assert UP_TO_DATE not in out, out
-    assert _loaded(modules, BUILDING) == list(BUILDING)  # the probe sees what a build imports
-    assert _loaded(modules, HTTP + NEVER + NOT_WARM) == []
+    assert UP_TO_DATE not in out and PATCHED in out, out
+    assert _loaded(modules, BUILDING) == list(BUILDING)
+    assert _loaded(modules, WHEEL_BUILD + HTTP + NEVER + NOT_WARM) == []
     # The probe sees what the first build (the dependencies installed) imports of them.
     assert {"buildpacks.wheelgap", "uuid", "concurrent.futures"} <= runs["first"][1]
     assert "buildpacks.cnb.LayersMetadata.__eq__" in generated  # the count sees our classes
     assert len(generated) <= GENERATED_BUDGET, sorted(generated)
     out, modules, _ = runs["no-op"]
     assert UP_TO_DATE in out, out
-    assert _loaded(modules, BUILDING + HTTP + NEVER) == []
+    assert _loaded(modules, BUILDING + WHEEL_BUILD + HTTP + NEVER) == []
 
 
 def test_a_warm_edit_on_a_base_pulled_from_a_registry_imports_no_http_client(

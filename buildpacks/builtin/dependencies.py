@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import importlib.metadata
 import io
 import os
 import re
@@ -35,7 +34,7 @@ from buildpacks.builtin import (
 )
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
-from buildpacks.locks import Locked, Target, find_lock, read_lock
+from buildpacks.locks import Locked, Target, find_lock, read_lock, uv_version
 from buildpacks.oci.auth import redact
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Layer
@@ -55,10 +54,6 @@ _INDEX_ENV = (
     "PIP_INDEX_URL",
     "PIP_EXTRA_INDEX_URL",
 )
-
-
-def uv_version() -> str:
-    return importlib.metadata.version("uv")
 
 
 def _no_wheel_message(output: str, runtime: Runtime) -> str | None:

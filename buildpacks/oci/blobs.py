@@ -114,15 +114,17 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a small file so that readers see the old content or the new, never a part:
-    a claimed temp file beside it (unique, so concurrent builds do not collide), then a
-    rename. Temp files left by killed writers of the same file are removed first."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write a small file (``text`` as UTF-8, or bytes) so that readers see the old content
+    or the new, never a part: a claimed temp file beside it (unique, so concurrent builds do
+    not collide), then a rename. Temp files left by killed writers of the same file are
+    removed first."""
     remove_stale(path.parent, f".{path.name}.*.partial")
     fd, temp = claimed(path.parent, f".{path.name}.", ".partial")
+    data = text.encode() if isinstance(text, str) else text
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.replace(temp, path)
     except OSError as e:
