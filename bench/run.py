@@ -113,6 +113,10 @@ def developer_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def timed(action: Callable[[], object]) -> float:
+    """The wall time of ``action``, begun with no dirty pages left by the steps before it
+    (written out first, untimed, as hyperfine's ``--prepare sync``): a tool does not pay for
+    the writeback of the build another tool just made."""
+    os.sync()
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
