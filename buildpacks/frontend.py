@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from buildpacks.oci.model import Image
 
 HATCHLING = "hatchling.build"
+ROUTE = "cli"  # the up-to-date record of ``buildpacks build`` (and ``watch``)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def check_early(root: Path, output_dir: Path, overrides: Mapping[str, Any]) -> C
         cache = build_config.resolve_cache_dir(values)
     except Exception:  # any failure here only means: no early check; the build reports it
         return None
-    record = uptodate.record_file(cache, root, output_dir)
+    record = uptodate.record_file(cache, root, output_dir, ROUTE)
 
     def take() -> uptodate.Fingerprint:
         import hatch_buildpacks
@@ -225,7 +226,9 @@ def build_checked(
         # hatchling (or patched one it built), as that check assumes; any other wheel is
         # checked by its content.
         if early is None or early.current is None or not (patched or builder.in_process):
-            return build_unless_up_to_date(config, wheel, log, run_images=analysis.run_images)
+            return build_unless_up_to_date(
+                config, wheel, log, route=ROUTE, run_images=analysis.run_images
+            )
         result = build_image(config, wheel, log, analysis.run_images)
         if wheel is not None:
             wheelpatch.keep(early.record, early.current, wheel)
@@ -238,6 +241,7 @@ def build_unless_up_to_date(
     wheel: Path | None,
     log: Callable[[str], None],
     *,
+    route: str,
     env: Mapping[str, str] = os.environ,
     code: Iterable[Path] = (),
     run_images: tuple[Image, ...] | None = None,
@@ -246,13 +250,14 @@ def build_unless_up_to_date(
     had the same inputs. The project's backend is not known here, so its wheel, already
     built, stands for everything the backend read: its content is part of the inputs (for
     an application without a wheel, every file its image copies is), with the resolved
-    configuration (command-line flags and ``-C`` settings included). ``code``: the adapter
-    running the build, beside the core; ``run_images``: the bases ``analyze.prepare`` opened."""
+    configuration (command-line flags and ``-C`` settings included). ``route``: whose
+    record it is (``uptodate.record_file``); ``code``: the adapter running the build, beside
+    the core; ``run_images``: the bases ``analyze.prepare`` opened."""
     from buildpacks.builtin.application import source_files, wheel_content_digest
     from buildpacks.lifecycle import BuildResult, build_image
 
     root = config.project.root
-    record = uptodate.record_file(config.cache_dir, root, config.output_dir)
+    record = uptodate.record_file(config.cache_dir, root, config.output_dir, route)
 
     def take() -> uptodate.Fingerprint:
         settings = dataclasses.asdict(dataclasses.replace(config, origins={}))

@@ -127,10 +127,14 @@ class Record:
     archive: str
 
 
-def record_file(cache_dir: Path, root: Path, directory: Path) -> Path:
-    """Where the record of builds of ``root`` into ``directory`` is kept."""
-    key = hashlib.sha256(f"{root.resolve()}\0{directory.resolve()}".encode()).hexdigest()
-    return cache_dir / "uptodate" / f"{key[:32]}.json"
+def record_file(cache_dir: Path, root: Path, directory: Path, route: str) -> Path:
+    """Where the record of builds of ``root`` into ``directory`` by ``route`` (``cli``,
+    ``hatch``, ``setuptools``) is kept. One per route: the routes' fingerprints differ (each
+    names its route and builder), so a developer who alternates ``hatch build`` and
+    ``buildpacks build`` would otherwise have each replace the other's record, and the last
+    wheel kept beside it, on every build."""
+    text = f"{root.resolve()}\0{directory.resolve()}\0{route}"
+    return cache_dir / "uptodate" / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
 
 
 def _key(st: os.stat_result) -> list[int]:

@@ -260,7 +260,7 @@ class ImageBuilder(BuilderInterface):
         configured = os.environ.get("BP_CACHE_DIR") or tool.get("cache-dir")
         if not isinstance(configured, str | None):
             configured = None  # the full build reports the wrong type
-        return uptodate.record_file(cache_dir(configured), Path(self.root), directory)
+        return uptodate.record_file(cache_dir(configured), Path(self.root), directory, "hatch")
 
 
 def _from_project_metadata(error: BaseException) -> bool:

@@ -93,6 +93,7 @@ def build_wheel(
             analysis.config,
             out / name,
             log,
+            route="setuptools",
             code=[Path(__file__).parent],
             run_images=analysis.run_images,
         )

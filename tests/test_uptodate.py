@@ -279,11 +279,14 @@ def test_a_damaged_record_means_a_full_build(tmp_path, content):
     assert uptodate.up_to_date(tmp_path / "missing.json", uptodate.Fingerprint("x", {})) is None
 
 
-def test_record_file_depends_on_project_and_output_directory(tmp_path):
-    a = uptodate.record_file(tmp_path / "cache", tmp_path / "a", tmp_path / "a" / "dist")
-    b = uptodate.record_file(tmp_path / "cache", tmp_path / "b", tmp_path / "b" / "dist")
-    c = uptodate.record_file(tmp_path / "cache", tmp_path / "a", tmp_path / "out")
-    assert len({a, b, c}) == 3
+def test_record_file_depends_on_project_output_directory_and_route(tmp_path):
+    cache = tmp_path / "cache"
+    a = uptodate.record_file(cache, tmp_path / "a", tmp_path / "a" / "dist", "cli")
+    b = uptodate.record_file(cache, tmp_path / "b", tmp_path / "b" / "dist", "cli")
+    c = uptodate.record_file(cache, tmp_path / "a", tmp_path / "out", "cli")
+    d = uptodate.record_file(cache, tmp_path / "a", tmp_path / "a" / "dist", "hatch")
+    assert len({a, b, c, d}) == 4
+    assert a == uptodate.record_file(cache, tmp_path / "a", tmp_path / "a" / "dist", "cli")
     assert a.parent == tmp_path / "cache" / "uptodate"
 
 

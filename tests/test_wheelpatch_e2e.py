@@ -239,3 +239,38 @@ def test_the_hatch_route_patches_the_same_wheel_as_a_full_build(session_dir, hat
     assert _kept(cache) == wheel
     assert _digest(project) == digest
     assert os.listdir(cache / "uptodate")  # the record and the wheel are back
+
+
+def test_alternating_hatch_and_the_command_line_keeps_each_routes_record(session_dir, hatch_env):
+    """A developer who runs ``hatch build -t image`` and ``buildpacks build`` by turns: each
+    route keeps its own record and last wheel, so a warm edit by either is patched after the
+    other's build (one shared record would be the other route's every time)."""
+    project = testbed.copy_example(session_dir / "patch-routes")
+    cache = session_dir / "patch-routes-cache"
+    env = {**hatch_env, "BP_CACHE_DIR": testbed.seeded_cache(cache)}
+    server = project / "src/example_service/server.py"
+
+    def hatch() -> str:
+        result = testbed.hatch_build(project, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    hatch()
+    assert FULL in _build(project, env)  # the command line's first build
+    for n in range(2):
+        _edit(server, f"# edit {n}\n")
+        assert PATCHED in hatch()
+        _edit(server, f"# edit {n}, again\n")
+        out = _build(project, env)
+        assert PATCHED in out and UP_TO_DATE not in out, out
+    assert len(list((cache / "uptodate").glob("*.json"))) == 2
+    assert len(list((cache / "uptodate").glob("*.wheel"))) == 2
+    # Nothing edited since the command line's build: Hatch builds once (its record is of the
+    # tree before that edit), the same image, which the archive holds already; then both
+    # routes are up to date.
+    digest = _digest(project)
+    out = hatch()
+    assert UP_TO_DATE not in out and "Archive unchanged" in out, out
+    assert _digest(project) == digest
+    assert UP_TO_DATE in hatch()
+    assert UP_TO_DATE in _build(project, env)
