@@ -215,9 +215,7 @@ def build_checked(
         # inputs, patched with the files changed since (hatchling's wheel, not imported).
         patched = None
         if early is not None and early.current is not None:
-            patched = wheelpatch.patch(early.record, early.current, Path(tmp))
-        if patched is not None:
-            log(f"Building the wheel from the last one, {patched[1]} file(s) replaced")
+            patched = wheelpatch.patch(early.record, early.current, Path(tmp), log)
         analysis, wheel = analyze_project(
             root, output_dir, overrides, Path(tmp), log, builder, patched[0] if patched else None
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,14 +93,19 @@ def forget(record: Path) -> None:
         kept_file(record).unlink(missing_ok=True)
 
 
-def patch(record: Path, current: Fingerprint, out_dir: Path) -> tuple[Path, int] | None:
+def patch(
+    record: Path, current: Fingerprint, out_dir: Path, log: Callable[[str], None]
+) -> tuple[Path, int] | None:
     """The wheel of the build ``current`` describes, made in ``out_dir`` from the one kept
-    at ``record``, with the number of files replaced; None when it cannot be (no kept
-    wheel, another shape, a mode changed, anything unexpected)."""
+    at ``record``, with the number of files replaced (told to ``log``); None when it cannot
+    be (no kept wheel, another shape, a mode changed, anything unexpected)."""
     try:
-        return _patch(record, current, out_dir)
+        patched = _patch(record, current, out_dir)
     except Exception:  # any failure means a full build, which reports what is wrong
         return None
+    if patched is not None:
+        log(f"Building the wheel from the last one, {patched[1]} file(s) replaced")
+    return patched
 
 
 def _patch(record: Path, current: Fingerprint, out_dir: Path) -> tuple[Path, int] | None:

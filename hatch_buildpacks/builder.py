@@ -224,12 +224,11 @@ class ImageBuilder(BuilderInterface):
         with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
             patched = None
             if self._fingerprint is not None and not config.clear_cache:
-                patched = wheelpatch.patch(record, self._fingerprint, Path(tmp))
-            if patched is not None:
-                wheel, replaced = patched
-                self.app.display_info(
-                    f"Building the wheel from the last one, {replaced} file(s) replaced"
+                patched = wheelpatch.patch(
+                    record, self._fingerprint, Path(tmp), self.app.display_info
                 )
+            if patched is not None:
+                wheel = patched[0]
             else:
                 with temp_files_in(Path(tmp)):  # hatchling's own temp file too, if interrupted
                     built = next(self._wheel_builder.build(directory=tmp, versions=["standard"]))

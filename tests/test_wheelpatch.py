@@ -64,7 +64,7 @@ def test_the_patched_wheel_is_the_one_hatchling_builds(project: Path, tmp_path: 
     rewrite(project / "src/app/sub/mod.py", "Y = 3  # edited\n")
     rewrite(project / "src/app/a,b.txt", "comma, edited\n")
     (tmp_path / "patched").mkdir()
-    patched = wheelpatch.patch(record, fingerprint(project), tmp_path / "patched")
+    patched = wheelpatch.patch(record, fingerprint(project), tmp_path / "patched", print)
     assert patched is not None
     wheel, replaced = patched
     assert replaced >= 2
@@ -81,10 +81,10 @@ def test_a_racy_file_is_read_again_though_its_stats_match(project: Path, tmp_pat
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     # The kept wheel's files were written just before it: all racy then, all read again.
-    assert wheelpatch.patch(record, quiet, tmp_path / "a")[1] == len(current.contents)  # type: ignore[index]
+    assert wheelpatch.patch(record, quiet, tmp_path / "a", print)[1] == len(current.contents)  # type: ignore[index]
     wheelpatch.keep(record, quiet, hatchling_wheel(project, tmp_path / "again"))
     racy = dataclasses.replace(current, recent={path: "sha256:0"})
-    assert wheelpatch.patch(record, racy, tmp_path / "b")[1] == 1  # type: ignore[index]
+    assert wheelpatch.patch(record, racy, tmp_path / "b", print)[1] == 1  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_the_patch_declines_and_leaves_nothing(damage: str, project: Path, tmp_p
         kept.write_bytes(json.dumps(data).encode() + b"\n" + wheel)
     out = tmp_path / "out"
     out.mkdir()
-    assert wheelpatch.patch(record, current, out) is None
+    assert wheelpatch.patch(record, current, out, print) is None
     assert list(out.iterdir()) == []
 
 

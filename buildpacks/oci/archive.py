@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from buildpacks.errors import BuildError
-from buildpacks.oci.blobs import CHUNK, BlobStore, claimed, no_space, remove_stale
+from buildpacks.oci.blobs import (
+    CHUNK,
+    BlobStore,
+    claimed,
+    file_identity,
+    no_space,
+    remove_stale,
+    write_atomic,
+)
 from buildpacks.oci.layer import open_layer
 from buildpacks.oci.layout import REF_NAME, blob_name
 from buildpacks.oci.model import (
@@ -100,9 +108,9 @@ class _Ledger:
 
 
 def _identity(st: os.stat_result) -> list[int]:
-    # The change time moves with every write, rename and ``utime``: a file rewritten in
-    # place, even to its old size and modification time, is another file.
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    # The blob store's identity of a file, on its device: a file rewritten in place, even
+    # to its old size and modification time, is another file (its change time moved).
+    return [st.st_dev, *file_identity(st)]
 
 
 def _read_ledger(ledger: Path | None, path: Path, mtime: int) -> _Ledger:
@@ -307,8 +315,6 @@ class ArchiveWriter:
         without it, the next writer writes the whole archive)."""
         if self.ledger is None:
             return
-        from buildpacks.oci.blobs import write_atomic
-
         note = {"path": str(self.path.resolve()), "mtime": self.mtime, "file": _identity(st)}
         try:
             write_atomic(self.ledger, json.dumps({**note, "entries": self.tar.entries}))

@@ -107,11 +107,14 @@ def no_space(e: OSError, what: Path) -> BuildError | None:
     return None
 
 
+def file_identity(st: os.stat_result) -> list[int]:
+    """What a file's content cannot change without changing too: size, modification and
+    change times, inode (ctime: even a write that restores the mtime moves it)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 def _stamp(path: Path) -> str:
-    """What a file's content cannot change without changing too (ctime: even a write that
-    restores the mtime moves it)."""
-    st = path.stat()
-    return f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
+    return " ".join(map(str, file_identity(path.stat())))
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
