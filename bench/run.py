@@ -13,7 +13,9 @@ when the image ID did not change; pyoci: its OCI layout directory), "to the engi
 (podman: `podman build` alone; we have no store of our own), "to a registry" (ours: publish;
 podman: `podman build` + `podman push`). No-op rows compare a no-op with a no-op for the same
 output. Our command line (`buildpacks build`) has rows of its own ("CLI: ..."), taken in the
-same turns. Prints a table with ratios ours/theirs.
+same turns: through its build server (started by the run's first command, as a developer's
+first command starts it), and once more with `BP_SERVER=0`, each command in its own process.
+Prints a table with ratios ours/theirs.
 """
 
 from __future__ import annotations
@@ -265,16 +267,17 @@ class Ours:
             "reference: hatch build -t wheel": self.hatch_wheel,
             "CLI: warm edit to an archive": self.cli_edit,
             "CLI: no-op to an archive": self.cli,
+            "CLI without the server: warm edit": partial(self.cli_edit, BP_SERVER="0"),
         }
 
-    def cli(self) -> None:
+    def cli(self, **extra: str) -> None:
         """``buildpacks build``: the command line, into the same ``dist/`` as Hatch."""
-        run([str(BIN / "buildpacks"), "build", str(self.project)], env=self.env)
+        run([str(BIN / "buildpacks"), "build", str(self.project)], env={**self.env, **extra})
 
-    def cli_edit(self) -> None:
+    def cli_edit(self, **extra: str) -> None:
         """A one-line edit, then ``buildpacks build``."""
         edit(self.project, int(time.time() * 1000))
-        self.cli()
+        self.cli(**extra)
 
     def noop_without_record(self) -> None:
         """A no-op build that runs the whole lifecycle: the up-to-date record removed."""
@@ -618,6 +621,7 @@ def main() -> int:
                     if isinstance(tool, Podman):
                         tool.podman.remove()
     finally:
+        run([str(BIN / "buildpacks"), "server", "stop"], env=setup.env)
         setup.registry.stop()
         wheelhouse.server.shutdown()
         shutil.rmtree(work, ignore_errors=True)

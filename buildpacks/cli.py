@@ -10,7 +10,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from buildpacks import __version__, errors
 from buildpacks import config as build_config
@@ -129,16 +129,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
     overrides = _overrides(args)
 
-    def log(line: str) -> None:
-        print(line, flush=True)
-
     early = frontend.check_early(root, output, overrides) if root.is_dir() else None
     if early is not None and early.found is not None:
         for line in uptodate.report(early.found):
-            log(line)
+            _stdout(line)
         archive, platforms = Path(early.found.archive), early.platforms
     else:
-        result = frontend.build_checked(root, output, overrides, log, early)
+        result = frontend.build_checked(root, output, overrides, _stdout, early)
         archive, platforms = result.archive, result.platforms
     if args.sbom_output_dir:
         from buildpacks import sbom
@@ -167,7 +164,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     root = Path(args.path).resolve()
     output = Path(args.output_dir).resolve() if args.output_dir else root / "dist"
     try:
-        watch.watch(root, output, _overrides(args), lambda line: print(line, flush=True), _stderr)
+        watch.watch(root, output, _overrides(args), _stdout, _stderr)
     except KeyboardInterrupt:
         _stderr(f"Stopped watching {root}")
         return 130
@@ -279,8 +276,19 @@ def cmd_sbom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdout(line: str) -> None:
+    _say(line, sys.stdout)
+
+
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    _say(line, sys.stderr)
+
+
+def _say(line: str, stream: TextIO) -> None:
+    """One write per line, flushed: a line is never split by another thread's output
+    (``print`` writes the newline apart, and an unbuffered stream passes each on)."""
+    stream.write(f"{line}\n")
+    stream.flush()
 
 
 def _base_platforms(spec: str, store: BlobStore) -> list[Platform] | None:
@@ -371,6 +379,13 @@ def cmd_rebase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from buildpacks import server
+
+    print(server.control(args.action))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage mistake told in one ``error:`` line like every other failure."""
 
@@ -450,6 +465,15 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="rebase even onto an incompatible run image"
     )
     rebase_cmd.set_defaults(func=cmd_rebase)
+
+    server_cmd = sub.add_parser(
+        "server",
+        help="the build server of this Python environment: status, stop",
+        description="Commands run in a warm build server of this Python environment, started "
+        "by the first one and stopped when idle; BP_SERVER=0 runs each in its own process.",
+    )
+    server_cmd.add_argument("action", choices=("status", "stop"))
+    server_cmd.set_defaults(func=cmd_server)
     return top
 
 

@@ -85,3 +85,9 @@ def example_build(session_dir: Path, hatch_env: dict[str, str]):
     result = testbed.hatch_build(project, hatch_env)
     assert result.returncode == 0, result.stdout + result.stderr
     return project, result
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The build servers the suite's commands started are stopped with it, not left to
+    their idle timeout (a CI job's processes end with the job)."""
+    testbed.stop_build_servers()

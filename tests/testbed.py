@@ -552,6 +552,22 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "buildpacks"), *args], env=env, capture_output=True, text=True)
 
 
+def stop_build_servers() -> None:
+    """Every build server of this user's default directory: asked to stop (``buildpacks
+    server stop`` stops only its own environment's; the suite's commands ran in several)."""
+    from buildpacks import client
+
+    directory = client.runtime_dir()
+    for path in Path(directory).glob("server-*.sock") if directory else ():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            try:
+                sock.connect(str(path))
+                sock.send(b"stop")
+                sock.recv(64)
+            except OSError:
+                continue
+
+
 def build_wheelhouse(directory: Path) -> Path:
     """Our own wheel, where Hatch's build environment will find it."""
     subprocess.run(
