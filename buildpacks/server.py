@@ -38,10 +38,31 @@ from buildpacks import client
 
 # Imported once, whole: our packages (the Hatch plugin only where hatchling is installed).
 PACKAGES = ("buildpacks", "hatch_buildpacks")
-# Build backends imported when installed here: a project using one builds its wheel in the
-# worker. setuptools is not among them: it reads SETUPTOOLS_USE_DISTUTILS when imported,
-# which must be the command's environment, not the server's.
-BACKENDS = ("hatchling.build",)
+# What our modules import when a command needs it, imported here so that a warm edit's
+# worker imports nothing (test_imports_e2e checks it): reading and installing the wheel,
+# hatchling's view of a project (when hatchling is installed), and hatchling's backend, with
+# which a hatchling project's wheel is built in the worker. setuptools is not among them: it
+# reads SETUPTOOLS_USE_DISTUTILS when imported, which must be the command's environment.
+LAZY = (
+    "configparser",
+    "email.parser",
+    "email.policy",
+    "encodings.cp437",
+    "glob",
+    "gzip",
+    "importlib.metadata",
+    "installer",
+    "installer.destinations",
+    "installer.records",
+    "installer.scripts",
+    "installer.sources",
+    "installer.utils",
+    "hatchling.bridge.app",
+    "hatchling.build",
+    "hatchling.metadata.core",
+    "hatchling.utils.context",
+    "trove_classifiers",
+)
 MAX_REQUEST = 1 << 20  # bytes; the client's environment and arguments
 Stats = dict[str, tuple[int, int, int]]
 
@@ -90,7 +111,7 @@ def _log(line: str) -> None:
 
 
 def preload() -> None:
-    """Import what commands use: every module of ours, and the installed backends."""
+    """Import what commands use: every module of ours, and what they import lazily."""
     for name in PACKAGES:
         try:
             package = importlib.import_module(name)
@@ -101,11 +122,14 @@ def preload() -> None:
                 importlib.import_module(module.name)
             except ImportError:  # an optional dependency that is not installed
                 continue
-    for name in BACKENDS:
+    for name in LAZY:
         try:
             importlib.import_module(name)
         except ImportError:
             continue
+    from buildpacks import cli
+
+    cli.parser()  # every command's arguments are parsed by the one made here
 
 
 def _files() -> Iterator[str]:

@@ -165,3 +165,29 @@ def test_a_warm_edit_on_a_base_pulled_from_a_registry_imports_no_http_client(
     out, modules, _ = runs["no-op"]
     assert UP_TO_DATE in out, out
     assert _loaded(modules, HTTP + BUILDING) == []
+
+
+def test_a_warm_edit_in_the_build_server_imports_nothing(session_dir, hatch_env, base_layout):
+    """What the server imports before it forks (``server.preload``) is all a warm edit's
+    worker needs: a lazy import added to the warm path without it is paid by every edit."""
+    project = testbed.copy_example(session_dir / "imports-server")
+    cache = testbed.seeded_cache(session_dir / "imports-server-cache")
+    env = {**hatch_env, "BP_CACHE_DIR": cache, "BP_BASE_IMAGE": base_layout}
+    _probe(project, env)  # the first build
+    _edit(project, 1)
+    code = (
+        "import json, sys\n"
+        "from buildpacks import cli, server\n"
+        "server.preload()\n"
+        "before = set(sys.modules)\n"
+        f"status = cli.main(['build', {str(project)!r}])\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    *lines, imported = result.stdout.splitlines()
+    assert PATCHED in "\n".join(lines), result.stdout
+    assert json.loads(imported) == []
