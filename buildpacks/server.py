@@ -63,6 +63,9 @@ LAZY = (
     "hatchling.utils.context",
     "trove_classifiers",
 )
+# How often an idle server checks that its socket is still there and that it is not idle
+# for too long: one removed with its directory stops within this time.
+CHECK_SECONDS = 60
 MAX_REQUEST = 1 << 20  # bytes; the client's environment and arguments
 Stats = dict[str, tuple[int, int, int]]
 
@@ -187,10 +190,10 @@ def serve(directory: str, key: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
         lock = -1
-        listener.settimeout(client.IDLE_SECONDS)
+        listener.settimeout(CHECK_SECONDS)
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers' statuses go to their clients
         _log(f"serving {len(sys.modules)} modules at {path}")
-        _loop(listener, key, paths, known)
+        _loop(listener, key, paths, known, (path, bound))
     finally:
         if listener is not None:
             listener.close()
@@ -209,24 +212,38 @@ def _answers(path: str) -> bool:
         return True
 
 
+def _owns(path: str, inode: int) -> bool:
+    """Whether the socket at ``path`` is still the one this server bound."""
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
 def _unlink_own(path: str, inode: int) -> None:
     """Remove the socket unless a newer server has put its own there."""
-    try:
-        if os.stat(path).st_ino == inode:
+    if _owns(path, inode):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
-def _loop(listener: socket.socket, key: str, paths: list[str], known: Stats) -> None:
+def _loop(
+    listener: socket.socket, key: str, paths: list[str], known: Stats, bound: tuple[str, int]
+) -> None:
     served = 0
-    started = time.monotonic()
+    started = last = time.monotonic()
     while True:
         try:
             conn, _ = listener.accept()
         except TimeoutError:
-            _log(f"idle for {client.IDLE_SECONDS} s: stopping")
-            return
+            if not _owns(*bound):
+                _log("the socket was removed (its directory cleaned?): stopping")
+                return
+            if time.monotonic() - last >= client.IDLE_SECONDS:
+                _log(f"idle for {client.IDLE_SECONDS} s: stopping")
+                return
+            continue
+        last = time.monotonic()
         fds: list[int] = []
         with conn:
             try:

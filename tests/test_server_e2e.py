@@ -30,7 +30,7 @@ def runtime(tmp_path: Path) -> Iterator[Path]:
     directory = tmp_path / "run"
     directory.mkdir(mode=0o700)
     yield directory
-    testbed.cli("server", "stop", env={**os.environ, "XDG_RUNTIME_DIR": str(directory)})
+    testbed.stop_build_servers(directory / "python-buildpacks")
 
 
 def served(env: dict[str, str]) -> str:

@@ -552,13 +552,16 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "buildpacks"), *args], env=env, capture_output=True, text=True)
 
 
-def stop_build_servers() -> None:
-    """Every build server of this user's default directory: asked to stop (``buildpacks
-    server stop`` stops only its own environment's; the suite's commands ran in several)."""
+def stop_build_servers(directory: Path | None = None) -> None:
+    """Every build server of ``directory`` (this user's default one) asked to stop:
+    ``buildpacks server stop`` stops only its own environment's, and the suite's commands
+    ran in several (``PYTHONUNBUFFERED``, ``PYTHONPATH``)."""
     from buildpacks import client
 
-    directory = client.runtime_dir()
-    for path in Path(directory).glob("server-*.sock") if directory else ():
+    if directory is None:
+        found = client.runtime_dir()
+        directory = Path(found) if found else None
+    for path in directory.glob("server-*.sock") if directory else ():
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
             try:
                 sock.connect(str(path))
