@@ -33,6 +33,8 @@ IDLE_SECONDS = 15 * 60
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
 # Commands that manage the server itself run here.
 LOCAL = ("server",)
+# Set in a server's worker: what it runs must not ask a server again.
+IN_WORKER = False
 # What the interpreter's behaviour depends on besides its files and arguments: one server
 # per combination (PYTHONPATH, PYTHONUTF8, ... and the locale's encoding).
 LOCALE_VARIABLES = ("LC_ALL", "LC_CTYPE", "LANG")
@@ -41,8 +43,7 @@ LOCALE_VARIABLES = ("LC_ALL", "LC_CTYPE", "LANG")
 def main() -> int:
     """The console script: the command through the server when one is up, else here."""
     argv = sys.argv[1:]
-    local = bool(argv) and argv[0] in LOCAL
-    if not local and os.environ.get(SWITCH, "").strip().lower() not in OFF:
+    if not (argv and argv[0] in LOCAL):
         try:
             status = run_on_server(argv)
         except KeyboardInterrupt:  # Ctrl-C before a worker took the command: none ran
@@ -111,14 +112,14 @@ def decode(message: bytes) -> list[str]:
     return message.decode("utf-8", "surrogateescape").split("\0")
 
 
-def request(key: str, argv: list[str]) -> bytes:
+def request(kind: str, key: str, argv: list[str]) -> bytes:
     """The command as the server reads it (``server.Request.parse``)."""
     umask = os.umask(0)
     os.umask(umask)
     out = sys.stdout
     return encode(
         [
-            "run",
+            kind,
             key,
             str(umask),
             # How this interpreter opened its standard streams (a terminal's stdout is line
@@ -133,9 +134,15 @@ def request(key: str, argv: list[str]) -> bytes:
     )
 
 
-def run_on_server(argv: list[str]) -> int | None:
+def run_on_server(
+    argv: list[str], kind: str = "run", results: list[str] | None = None
+) -> int | None:
     """The command's exit status from a server's worker; None when no server took it (it
-    must then run here; a server is started for the next command when none is up)."""
+    must then run here; a server is started for the next command when none is up).
+    ``kind`` is ``run`` (the command line's ``argv``) or ``hatch`` (the Hatch target's build,
+    ``hatch_buildpacks.builder``); the paths the worker sends back go to ``results``."""
+    if IN_WORKER or os.environ.get(SWITCH, "").strip().lower() in OFF:
+        return None
     directory = runtime_dir()
     if directory is None:
         return None
@@ -147,7 +154,8 @@ def run_on_server(argv: list[str]) -> int | None:
         cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
         try:
             fds = struct.pack("4i", 0, 1, 2, cwd)
-            sock.sendmsg([request(key, argv)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
+            message = request(kind, key, argv)
+            sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)])
         finally:
             os.close(cwd)
         reply = sock.recv(64)
@@ -155,7 +163,7 @@ def run_on_server(argv: list[str]) -> int | None:
         reply = b""
     if reply == b"ok":
         signals.worker_started()
-        return _follow(sock, signals)
+        return _follow(sock, signals, [] if results is None else results)
     # No worker started: nothing of the command has run. b"" is no server (or one that
     # died), b"stale" one that stopped as its modules changed: start one for the next
     # command; b"other" is a server of another environment, "exit 1" a worker that could
@@ -204,16 +212,18 @@ class _Forwarder:
             os.kill(os.getpid(), number)
 
 
-def _follow(sock: _socket.socket, signals: _Forwarder) -> int:
-    """Wait for the worker's exit status."""
+def _follow(sock: _socket.socket, signals: _Forwarder, results: list[str]) -> int:
+    """Wait for the worker's exit status, keeping the results it sends before."""
     while True:
         try:
-            message = sock.recv(64)
+            message = sock.recv(1 << 16)
         except OSError:
             message = b""
-        if message.startswith(b"exit "):
+        if message.startswith(b"result "):
+            results.append(os.fsdecode(message[7:]))
+        elif message.startswith(b"exit "):
             return int(message[5:])
-        if not message:
+        elif not message:
             break
     # The worker died without an exit status: killed by a signal it did not handle. A
     # signal forwarded to it ends this process the same way, as if it had run here.

@@ -60,6 +60,7 @@ LAZY = (
     "hatchling.bridge.app",
     "hatchling.build",
     "hatchling.metadata.core",
+    "hatchling.plugin.manager",
     "hatchling.utils.context",
     "trove_classifiers",
 )
@@ -67,6 +68,7 @@ LAZY = (
 # for too long: one removed with its directory stops within this time.
 CHECK_SECONDS = 60
 MAX_REQUEST = 1 << 20  # bytes; the client's environment and arguments
+COMMANDS = ("run", "hatch")  # the command line's command; the Hatch target's build
 Stats = dict[str, tuple[int, int, int]]
 
 
@@ -74,6 +76,7 @@ Stats = dict[str, tuple[int, int, int]]
 class Request:
     """A client's command, as ``client.request`` sends it."""
 
+    kind: str  # run: the command line's; hatch: the Hatch target's
     key: str
     umask: int
     encoding: str
@@ -85,9 +88,10 @@ class Request:
 
     @classmethod
     def parse(cls, message: bytes) -> Request:
-        _, key, umask, encoding, errors, buffering, count, *rest = client.decode(message)
+        kind, key, umask, encoding, errors, buffering, count, *rest = client.decode(message)
         argv, env = rest[: int(count)], rest[int(count) :]
         return cls(
+            kind=kind,
             key=key,
             umask=int(umask),
             encoding=encoding,
@@ -250,13 +254,13 @@ def _loop(
                 conn.settimeout(5)
                 message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 4)
                 kind = _kind(message) if _peer_is_us(conn) else "stranger"
-                if kind == "run" and snapshot(paths) != known:
+                if kind in COMMANDS and snapshot(paths) != known:
                     # Checked first: a client of changed code may send a changed request.
                     _log("a module or the import path changed: stopping")
                     listener.close()  # no new client reaches this server
                     conn.send(b"stale")
                     return
-                if kind == "run":
+                if kind in COMMANDS:
                     request = Request.parse(message)
                     if request.key != key or len(fds) != 4:
                         conn.send(b"other")
@@ -285,7 +289,7 @@ def _peer_is_us(conn: socket.socket) -> bool:
 
 
 def _kind(message: bytes) -> str:
-    """``run`` (a command), ``status`` or ``stop``."""
+    """One of ``COMMANDS``, or ``status`` or ``stop``."""
     return message.partition(b"\0")[0].decode("ascii", "replace")
 
 
@@ -334,8 +338,9 @@ def _work(
         _take_streams(request)
         conn.settimeout(None)
         threading.Thread(target=_watch, args=(conn, finished), daemon=True).start()
+        client.IN_WORKER = True
         conn.send(b"ok")
-        status = _run(request.argv)
+        status = _run(request, conn)
     except BaseException as e:  # the setup failed: the client runs the command itself
         _log(f"worker failed: {type(e).__name__}: {e}")
     finally:
@@ -368,12 +373,19 @@ def _stream(fd: int, mode: str, encoding: str, errors: str, request: Request) ->
     )
 
 
-def _run(argv: list[str]) -> int:
+def _run(request: Request, conn: socket.socket) -> int:
     """The command's exit status, as the interpreter would have exited with it."""
     from buildpacks import cli, errors
 
     try:
-        status = cli.main(argv)
+        if request.kind == "hatch":
+            from hatch_buildpacks.builder import build_here
+
+            for artifact in build_here(request.argv):
+                conn.send(b"result " + os.fsencode(artifact))
+            status = 0
+        else:
+            status = cli.main(request.argv)
     except SystemExit as e:  # argparse's usage errors, --help and --version
         if e.code is None or isinstance(e.code, int):
             status = e.code or 0

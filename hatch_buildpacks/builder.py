@@ -7,6 +7,7 @@ imported (``buildpacks.uptodate``); the core is imported only when there is work
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Generator
@@ -19,7 +20,7 @@ from hatchling.builders.constants import BuildEnvVars
 from hatchling.builders.plugin.interface import BuilderInterface
 from hatchling.builders.wheel import WheelBuilder
 
-from buildpacks import uptodate
+from buildpacks import client, uptodate
 from buildpacks.cachedir import cache_dir
 
 if TYPE_CHECKING:
@@ -52,7 +53,20 @@ class ImageBuilder(BuilderInterface):
 
     def build(self, *, directory: str | None = None, **options: Any) -> Generator[str, None, None]:
         """hatchling's build; any failure, hatchling's own (bad metadata) included, ends it
-        with one ``error:`` line and a non-zero exit (130 for Ctrl-C)."""
+        with one ``error:`` line and a non-zero exit (130 for Ctrl-C). When this Python
+        environment's build server is up, the build runs in its worker, warm (``build_here``:
+        this same build, the error line and the exit status included), else here; a subclass
+        (which the worker would not make) always builds here."""
+        artifacts: list[str] = []
+        asked = json.dumps({"directory": directory, **options})
+        status = None
+        if type(self) is ImageBuilder:
+            status = client.run_on_server([asked], kind="hatch", results=artifacts)
+        if status is not None:
+            if status != 0:
+                raise SystemExit(status)
+            yield from artifacts
+            return
         try:
             yield from self._build_or_skip(directory=directory, **options)
         except (Exception, KeyboardInterrupt) as e:
@@ -260,6 +274,22 @@ class ImageBuilder(BuilderInterface):
         if not isinstance(configured, str | None):
             configured = None  # the full build reports the wrong type
         return uptodate.record_file(cache_dir(configured), Path(self.root), directory, "hatch")
+
+
+def build_here(argv: list[str]) -> Generator[str, None, None]:
+    """The build of the image target as hatchling's ``build`` command makes it (its
+    application, plugin manager and metadata, in the working directory), with the options
+    ``ImageBuilder.build`` sent: a build server's worker runs it for a Hatch build."""
+    from hatchling.bridge.app import Application
+    from hatchling.metadata.core import ProjectMetadata
+    from hatchling.plugin.manager import PluginManager
+
+    root = os.getcwd()
+    plugins = PluginManager()
+    app = Application().get_safe_application()
+    metadata = ProjectMetadata(root, plugins)
+    builder = ImageBuilder(root, plugin_manager=plugins, metadata=metadata, app=app)
+    yield from builder.build(**json.loads(argv[0]))
 
 
 def _from_project_metadata(error: BaseException) -> bool:

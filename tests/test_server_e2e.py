@@ -216,6 +216,42 @@ def test_a_package_installed_on_the_import_path_replaces_the_server(tmp_path, ru
     assert start(env) != first
 
 
+def test_hatch_builds_run_in_the_build_server_of_hatch_s_environment(hatch_env, tmp_path, runtime):
+    env = {**hatch_env, "XDG_RUNTIME_DIR": str(runtime)}
+    sockets = runtime / "python-buildpacks"
+    served, alone = (testbed.copy_example(tmp_path / name) for name in ("served", "alone"))
+    first = testbed.hatch_build(served, env)  # starts the server of Hatch's build environment
+    assert first.returncode == 0, first.stdout + first.stderr
+    deadline = time.monotonic() + 60
+    while not testbed.ask_build_servers(sockets, b"status") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for project in (served, alone):
+        source = project / "src/example_service/server.py"
+        source.write_text(source.read_text() + "# edited\n")
+    there = testbed.hatch_build(served, env)
+    here = testbed.hatch_build(alone, {**env, client.SWITCH: "0"})
+    assert there.returncode == here.returncode == 0, there.stdout + there.stderr
+    [status] = testbed.ask_build_servers(sockets, b"status")
+    assert "1 command(s)" in status  # the edit's build, not the one made alone
+    archive = "dist/example-service-0.1.0.tar"
+    assert (served / archive).read_bytes() == (alone / archive).read_bytes()
+    assert there.stdout.splitlines()[-2:] == here.stdout.splitlines()[-2:], there.stdout
+    # A failure: the same one error line and exit status, whichever process built.
+    for project in (served, alone):
+        pyproject = project / "pyproject.toml"
+        text = pyproject.read_text().replace("[tool.buildpacks]", "[tool.buildpacks]\nx = 1", 1)
+        pyproject.write_text(text)
+    there = testbed.hatch_build(served, env)
+    here = testbed.hatch_build(alone, {**env, client.SWITCH: "0"})
+    assert there.returncode == here.returncode != 0
+    errors = [
+        [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("error:")]
+        for r in (there, here)
+    ]
+    assert errors[0] == errors[1] and len(errors[0]) == 1, there.stdout + there.stderr
+    assert "2 command(s)" in testbed.ask_build_servers(sockets, b"status")[0]
+
+
 def test_a_request_reads_back_as_it_was_sent():
     argv = ["build", "--env", "A=B=C", "ünïcode", ""]
     env = {"PLAIN": "x", "WITH_EQUALS": "a=b", "RAW": "\udcff\udcfe"}
@@ -223,12 +259,12 @@ def test_a_request_reads_back_as_it_was_sent():
     os.environ.clear()
     os.environ.update(env)
     try:
-        message = client.request("the key", argv)
+        message = client.request("hatch", "the key", argv)
     finally:
         os.environ.clear()
         os.environ.update(saved)
     request = server.Request.parse(message)
-    assert (request.key, request.argv, request.env) == ("the key", argv, env)
+    assert (request.kind, request.key, request.argv, request.env) == ("hatch", "the key", argv, env)
     umask = os.umask(0)
     os.umask(umask)
     assert request.umask == umask

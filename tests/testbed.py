@@ -552,6 +552,20 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "buildpacks"), *args], env=env, capture_output=True, text=True)
 
 
+def ask_build_servers(directory: Path, what: bytes) -> list[str]:
+    """What each build server of ``directory`` answers to ``status`` or ``stop``."""
+    answers = []
+    for path in directory.glob("server-*.sock"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            try:
+                sock.connect(str(path))
+                sock.send(what)
+                answers.append(sock.recv(256).decode())
+            except OSError:
+                continue
+    return answers
+
+
 def stop_build_servers(directory: Path | None = None) -> None:
     """Every build server of ``directory`` (this user's default one) asked to stop:
     ``buildpacks server stop`` stops only its own environment's, and the suite's commands
@@ -561,14 +575,8 @@ def stop_build_servers(directory: Path | None = None) -> None:
     if directory is None:
         found = client.runtime_dir()
         directory = Path(found) if found else None
-    for path in directory.glob("server-*.sock") if directory else ():
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-            try:
-                sock.connect(str(path))
-                sock.send(b"stop")
-                sock.recv(64)
-            except OSError:
-                continue
+    if directory is not None:
+        ask_build_servers(directory, b"stop")
 
 
 def build_wheelhouse(directory: Path) -> Path:
