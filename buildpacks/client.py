@@ -7,6 +7,9 @@ this process's standard streams, working directory, umask, environment and argum
 runs the command as this process would have, printing straight to the same terminal or
 pipes. This process forwards the signals it gets (Ctrl-C) and exits with the worker's status.
 
+The Hatch target is a client too (``kind="hatch"``): Hatch's build environment gets a server
+of its own, whose worker makes the image target's build and sends back the archive's path.
+
 When there is no server (the first command, or ``BP_SERVER=0``), the command runs here, as
 it always did, and a server is started for the next one. The server stops after
 ``IDLE_SECONDS`` without a command, and at once when a module it imported has changed on
