@@ -229,7 +229,6 @@ class ImageBuilder(BuilderInterface):
         from buildpacks import wheelpatch
         from buildpacks.lifecycle import analyze, build_image
         from buildpacks.lifecycle.export import archive_path
-        from buildpacks.wheels import temp_files_in
 
         # Configuration and run image come before the wheel, so bad input fails first.
         analysis = analyze.prepare(self.project(), directory.resolve(), self.app.display_info)
@@ -244,6 +243,8 @@ class ImageBuilder(BuilderInterface):
             if patched is not None:
                 wheel = patched[0]
             else:
+                from buildpacks.wheels import temp_files_in  # not for a patched wheel
+
                 with temp_files_in(Path(tmp)):  # hatchling's own temp file too, if interrupted
                     built = next(self._wheel_builder.build(directory=tmp, versions=["standard"]))
                 wheel = Path(built)
