@@ -85,7 +85,11 @@ CODE = Path(__file__).resolve().parent
 RACY_NS = 2_000_000_000
 
 
-@dataclass(frozen=True)
+# Plain data, with no ``==``, repr or immutability generated: the Hatch route imports this
+# module on every build, and on Python 3.11 each generated method costs an ``exec``.
+
+
+@dataclass(eq=False, repr=False)
 class Inputs:
     """What a build reads beyond the project's root, the git state, the environment and the
     code, as the route's builder sees it: ``files`` whose content it reads and ``values`` it
@@ -99,7 +103,7 @@ class Inputs:
     verbatim: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Fingerprint:
     """The digest of a build's inputs, and the content digests of the files among them that
     changed just before it was taken: a file changed again within the same tick of the
@@ -115,7 +119,7 @@ class Fingerprint:
     names: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)
 class Record:
     """What the last full build saw and made."""
 

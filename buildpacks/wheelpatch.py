@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 DEFLATED = 8  # zipfile.ZIP_DEFLATED, which hatchling writes every entry with
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)  # no generated methods but __init__: one exec
 class Kept:
     """The last wheel and what it was built from."""
 

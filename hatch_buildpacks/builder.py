@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Generator
 from functools import cached_property
 from pathlib import Path
@@ -227,25 +226,30 @@ class ImageBuilder(BuilderInterface):
 
     def _build(self, directory: Path) -> Path:
         from buildpacks import wheelpatch
+        from buildpacks.cachedir import work_dir
         from buildpacks.lifecycle import analyze, build_image
         from buildpacks.lifecycle.export import archive_path
-        from buildpacks.wheels import temp_files_in
 
         # Configuration and run image come before the wheel, so bad input fails first.
         analysis = analyze.prepare(self.project(), directory.resolve(), self.app.display_info)
         config = analysis.config
         record = self._record_file(directory)
-        with tempfile.TemporaryDirectory(prefix="buildpacks-wheel-") as tmp:
+        # The wheel's directory goes to the cache's trash, freed by the next build in the
+        # background: removed now, it would cost milliseconds on a file system mounted with
+        # ``discard`` (8 ms of a warm edit here).
+        with work_dir(config.cache_dir) as tmp:
             patched = None
             if self._fingerprint is not None and not config.clear_cache:
-                patched = wheelpatch.patch(
-                    record, self._fingerprint, Path(tmp), self.app.display_info
-                )
+                patched = wheelpatch.patch(record, self._fingerprint, tmp, self.app.display_info)
             if patched is not None:
                 wheel = patched[0]
             else:
-                with temp_files_in(Path(tmp)):  # hatchling's own temp file too, if interrupted
-                    built = next(self._wheel_builder.build(directory=tmp, versions=["standard"]))
+                from buildpacks.wheels import temp_files_in  # not for a patched wheel
+
+                with temp_files_in(tmp):  # hatchling's own temp file too, if interrupted
+                    built = next(
+                        self._wheel_builder.build(directory=str(tmp), versions=["standard"])
+                    )
                 wheel = Path(built)
             self.app.display_info(f"Building image {config.image} -> {archive_path(config)}")
             result = build_image(config, wheel, self.app.display_info, analysis.run_images)

@@ -13,7 +13,7 @@ from buildpacks.oci.archive import ArchiveWriter, write_archive
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Image, Platform
-from buildpacks.oci.source import open_image
+from buildpacks.oci.source import open_image, open_source
 
 AMD64 = Platform("linux", "amd64")
 
@@ -158,6 +158,48 @@ def test_corrupt_blob_in_a_layout_is_refused(image, tmp_path):
     blob = layout / "blobs" / "sha256" / img.layers[0].digest.split(":")[1]
     blob.write_bytes(blob.read_bytes()[:-5] + b"XXXXX")
     with pytest.raises(BuildError, match="does not match"):
+        open_image(f"oci-layout:{layout}", AMD64, BlobStore(tmp_path / "fresh"))
+
+
+def test_opening_an_archive_stores_no_manifest_or_config(image, tmp_path):
+    """What restore reads of the previous archive (new at every build) is parsed, checked
+    against its digest, and not copied into the store; its layers are, when fetched."""
+    img, _ = image
+    archive = tmp_path / "img.tar"
+    write_archive(img, archive, "app:1", 0)
+    store = BlobStore(tmp_path / "fresh")
+    with open_source(f"oci-archive:{archive}", AMD64, store) as source:
+        assert source.config == img.config
+        assert source.manifest_digest == img.digest()
+        assert not store.has(img.digest()) and not store.has(img.config_descriptor().digest)
+        layer = source.layer(0)
+        assert store.has(img.layers[0].digest) and layer.path == store.path(layer.digest)
+
+
+@pytest.mark.parametrize("blob", ["manifest", "config"])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("altered", r"blob sha256:\w+: content digest sha256:\w+ does not match"),
+        ("removed", r"blob sha256:\w+ is missing from the layout"),
+    ],
+)
+def test_a_damaged_manifest_or_config_in_a_layout_is_refused(
+    image, tmp_path, blob, damage, message
+):
+    img, _ = image
+    archive = tmp_path / "img.tar"
+    write_archive(img, archive, "app:1", 0)
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    digest = img.digest() if blob == "manifest" else img.config_descriptor().digest
+    path = layout / "blobs" / "sha256" / digest.split(":")[1]
+    if damage == "removed":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:-2] + b"XX")
+    with pytest.raises(BuildError, match=message):
         open_image(f"oci-layout:{layout}", AMD64, BlobStore(tmp_path / "fresh"))
 
 

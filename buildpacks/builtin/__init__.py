@@ -20,6 +20,7 @@ from buildpacks import __version__
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.oci.blobs import BlobStore, write_atomic
+from buildpacks.oci.layer import MemoryTree, memory_digest, write_layer
 from buildpacks.oci.model import Descriptor, Image, Layer
 from buildpacks.sbom import Package
 
@@ -182,6 +183,30 @@ def reuse_or_build(
     result = LayerResult(buildpack, name, path, hit[0], cached, key, hit[1])
     ctx.layers.append(result)
     return result
+
+
+def memory_layer(ctx: BuildContext, trees: list[MemoryTree]) -> Layer:
+    """The layer ``trees`` (held in memory) make with the build's date and compression,
+    reused from the local cache when the same trees made one before: keyed by their
+    content, so a warm build's launch layers (the same processes, the same buildpacks) are
+    the last build's, and no blob is written (a temp file, a rename and a stamp each)."""
+    config = ctx.config
+    key = cache_key(
+        {
+            "code": code_key(),  # the layer writer's
+            "trees": memory_digest(trees),
+            "mtime": config.source_date_epoch,
+            "compression": config.layer_compression,
+        }
+    )
+    cached = cached_layer(ctx, key)
+    if cached is not None:
+        return cached[0]
+    layer = write_layer(
+        ctx.store, trees, mtime=config.source_date_epoch, compression=config.layer_compression
+    )
+    remember_layer(ctx, key, layer)
+    return layer
 
 
 def remember_layer(

@@ -35,7 +35,6 @@ from buildpacks.builtin import (
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.locks import Locked, Target, find_lock, read_lock, uv_version
-from buildpacks.oci.auth import redact
 from buildpacks.oci.layer import TreeMapping, write_layer
 from buildpacks.oci.model import Layer
 from buildpacks.sbom import Package, packages_in
@@ -119,6 +118,8 @@ def install(
             process.kill()
             raise
     if process.returncode != 0:
+        from buildpacks.oci.auth import redact  # only for a failed install
+
         output = redact(stderr + stdout)
         message = _no_wheel_message(output, runtime)
         if message:

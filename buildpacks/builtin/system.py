@@ -10,7 +10,6 @@ from pathlib import Path
 
 from buildpacks.builtin import BuildContext, cache_key, code_key, layer_path, reuse_or_build
 from buildpacks.config import BuildConfig
-from buildpacks.debian import is_dpkg_record
 from buildpacks.errors import BuildError
 from buildpacks.oci import rootfs
 
@@ -28,7 +27,7 @@ class SystemPackagesBuildpack:
         return bool(config.system_packages)
 
     def build(self, ctx: BuildContext) -> None:
-        from buildpacks.debian import DEFAULT_MIRROR, check_architecture
+        from buildpacks.debian import DEFAULT_MIRROR, check_architecture, is_dpkg_record
         from buildpacks.debian.archive import Fetcher
         from buildpacks.debian.assemble import (
             CODE,

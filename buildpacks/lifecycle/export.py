@@ -31,6 +31,7 @@ from buildpacks.builtin import (
     cache_key,
     cached_layer,
     dependencies,
+    memory_layer,
     processes,
     remember_layer,
 )
@@ -40,7 +41,6 @@ from buildpacks.lifecycle.analyze import registry_options
 from buildpacks.lifecycle.detect import Plan
 from buildpacks.oci.archive import ArchiveSink, ArchiveWriter
 from buildpacks.oci.blobs import BlobStore, file_digest
-from buildpacks.oci.daemon import DaemonSink
 from buildpacks.oci.layer import File, MemoryTree, write_layer
 from buildpacks.oci.model import Artifact, Image, Layer, Platform
 from buildpacks.oci.reference import Reference
@@ -269,10 +269,11 @@ def build_metadata_toml(plan: Plan, ctx: BuildContext) -> str:
     return "\n".join(lines) + "\n"
 
 
-def launch_layers(plan: Plan, ctx: BuildContext, store: BlobStore) -> list[LayerResult]:
+def launch_layers(plan: Plan, ctx: BuildContext) -> list[LayerResult]:
     """The layers the CNB exporter adds: process-types (``/cnb/process/<type>`` entries) and
     config (``/layers/config/metadata.toml``); the latter with the user's home, owned by the
-    user, and the venv's SIGTERM default for PID 1."""
+    user, and the venv's SIGTERM default for PID 1; each from the local cache when the same
+    was written before."""
     runtime = ctx.need_runtime()
     site = f"{dependencies.VENV}/lib/python{runtime.minor}/site-packages"
     config = [
@@ -285,22 +286,11 @@ def launch_layers(plan: Plan, ctx: BuildContext, store: BlobStore) -> list[Layer
     entries = [
         MemoryTree(processes.entries(ctx.processes, runtime.interpreter), processes.PROCESS_DIR)
     ]
-    epoch = ctx.config.source_date_epoch
     return [
         LayerResult(
-            LIFECYCLE_ID,
-            "process-types",
-            processes.PROCESS_DIR,
-            write_layer(store, entries, mtime=epoch, compression=ctx.config.layer_compression),
-            False,
+            LIFECYCLE_ID, "process-types", processes.PROCESS_DIR, memory_layer(ctx, entries), False
         ),
-        LayerResult(
-            LIFECYCLE_ID,
-            "config",
-            cnb.CONFIG_DIR,
-            write_layer(store, config, mtime=epoch, compression=ctx.config.layer_compression),
-            False,
-        ),
+        LayerResult(LIFECYCLE_ID, "config", cnb.CONFIG_DIR, memory_layer(ctx, config), False),
     ]
 
 
@@ -365,7 +355,7 @@ def assemble(
     container["Env"] = _environment(container.get("Env") or [], config, ctx)
     container["WorkingDir"] = WORKSPACE
     container["User"] = USER
-    ctx.layers.extend(launch_layers(plan, ctx, store))
+    ctx.layers.extend(launch_layers(plan, ctx))
     bom = sbom_layer(config, run_image, ctx, store)
     runtime = ctx.need_runtime()
     ours_labels = {
@@ -473,6 +463,8 @@ def outputs(
         (ArchiveSink(archive, config.image, config.source_date_epoch, writer), artifact)
     ]
     if config.daemon:
+        from buildpacks.oci.daemon import DaemonSink  # only for a build that loads a daemon
+
         sinks.append((DaemonSink(config.image, config.source_date_epoch, archive), artifact))
     if config.publish or (config.cache_image and cache is not None):
         from buildpacks.oci.registry import RegistrySink  # httpx loads only when pushing

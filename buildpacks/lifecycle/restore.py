@@ -13,7 +13,6 @@ from buildpacks import cnb
 from buildpacks.config import BuildConfig
 from buildpacks.errors import BuildError
 from buildpacks.lifecycle.analyze import registry_options
-from buildpacks.oci import daemon
 from buildpacks.oci.blobs import BlobStore
 from buildpacks.oci.model import Layer
 from buildpacks.oci.source import open_source
@@ -48,6 +47,8 @@ def from_daemon(
 ) -> dict[str, Restorer]:
     """Restorers for the layers of the daemon's previous image of ``reference``, compressed
     again with ``compression`` (the daemon keeps them uncompressed)."""
+    from buildpacks.oci import daemon  # only for a build that loads a daemon
+
     labels = daemon.image_labels(reference)
     keys = cached_keys(labels or {})
     if keys:

@@ -98,7 +98,7 @@ class ArchiveSink:
         return digest
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False, repr=False)  # no generated methods but __init__: one exec
 class _Ledger:
     """What a ledger says of the archive its writer left: the file's identity, and its
     entries (name, size) in order."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import os
 import stat
 import struct
@@ -119,6 +120,25 @@ class MemoryTree:
             if name and not isinstance(node.get(name), dict):
                 node[name] = {} if content is None else content
         return root
+
+
+def memory_digest(trees: Sequence[MemoryTree]) -> str:
+    """A digest of all that ``trees`` put into a layer, in their order: each tree's place
+    and owner, and each entry's path, kind and content (a file's bytes and executable bit,
+    a link's target, an empty directory)."""
+
+    def entry(content: File | Symlink | None) -> list[object]:
+        if isinstance(content, File):
+            return ["file", content.executable, hashlib.sha256(content.data).hexdigest()]
+        if isinstance(content, Symlink):
+            return ["link", content.target]
+        return ["dir"]
+
+    listing = [
+        [tree.target, list(tree.owner), [[path, entry(c)] for path, c in tree.entries.items()]]
+        for tree in trees
+    ]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 _BLOCK = 512

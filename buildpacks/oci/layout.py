@@ -74,18 +74,40 @@ def _read(opener: Opener, name: str, what: str) -> bytes:
         raise BuildError(f"{what}: {name}: {DAMAGED} ({e})") from None
 
 
-def _copy_blob(opener: Opener, store: BlobStore, desc: Descriptor, what: str) -> None:
-    if store.has(desc.digest):
-        return
+@contextmanager
+def _blob(opener: Opener, desc: Descriptor, what: str) -> Iterator[BinaryIO]:
+    """The blob ``desc`` of the layout, open; a missing or damaged one is a ``BuildError``."""
     try:
         with opener(blob_name(desc.digest)) as f:
-            store.put_stream(
-                iter(lambda: f.read(1 << 20), b""), desc.digest, f"{what}: blob {desc.digest}"
-            )
+            yield f
     except FileNotFoundError:
         raise BuildError(f"{what}: blob {desc.digest} is missing from the layout") from None
     except (tarfile.TarError, EOFError) as e:
         raise BuildError(f"{what}: blob {desc.digest}: {DAMAGED} ({e})") from None
+
+
+def _copy_blob(opener: Opener, store: BlobStore, desc: Descriptor, what: str) -> None:
+    if store.has(desc.digest):
+        return
+    with _blob(opener, desc, what) as f:
+        store.put_stream(
+            iter(lambda: f.read(1 << 20), b""), desc.digest, f"{what}: blob {desc.digest}"
+        )
+
+
+def _read_blob(opener: Opener, desc: Descriptor, what: str) -> bytes:
+    """A small blob (manifest, config) read whole and checked against its digest, for
+    parsing only: not copied into the store, where a previous archive's, new at every
+    build, would cost a write and a rename each."""
+    with _blob(opener, desc, what) as f:
+        data = f.read()
+    actual = sha256_digest(data)
+    if actual != desc.digest:
+        raise BuildError(
+            f"{what}: blob {desc.digest}: content digest {actual} does not match "
+            f"{desc.digest} (truncated or altered)"
+        )
+    return data
 
 
 def _index(data: bytes, what: str) -> dict:
@@ -158,14 +180,17 @@ def layout_source(
         index = _index(_read(opener, "index.json", what), what)
         desc = _pick(index, tag, platform, what)
         name = (desc.annotations or {}).get(REF_NAME)
-        _copy_blob(opener, store, desc, what)
-        data = store.path(desc.digest).read_bytes()
+        data = _read_blob(opener, desc, what)
         if desc.media_type in INDEX_TYPES:
             desc = select_platform(json.loads(data), platform, what)
-            _copy_blob(opener, store, desc, what)
-            data = store.path(desc.digest).read_bytes()
+            data = _read_blob(opener, desc, what)
         source = source_from_manifest(
-            data, desc.digest, lambda d: _copy_blob(opener, store, d, what), store, what
+            data,
+            desc.digest,
+            lambda d: _copy_blob(opener, store, d, what),
+            store,
+            what,
+            lambda d: _read_blob(opener, d, what),
         )
         source.name = name
         yield source

@@ -52,12 +52,17 @@ def source_from_manifest(
     fetch: Callable[[Descriptor], None],
     store: BlobStore,
     reference: str,
+    read: Callable[[Descriptor], bytes] | None = None,
 ) -> ImageSource:
-    """An ``ImageSource`` for a manifest whose blobs ``fetch`` puts into ``store``."""
+    """An ``ImageSource`` for a manifest whose blobs ``fetch`` puts into ``store``; its
+    config is read with ``read`` (checked against its digest) when given, else fetched."""
     manifest = json.loads(manifest_bytes)
     config_desc = Descriptor.from_json(manifest["config"])
-    fetch(config_desc)
-    config = json.loads(store.path(config_desc.digest).read_bytes())
+    if read is None:
+        fetch(config_desc)
+        config = json.loads(store.path(config_desc.digest).read_bytes())
+    else:
+        config = json.loads(read(config_desc))
 
     def fetch_path(descriptor: Descriptor) -> Path:
         fetch(descriptor)
