@@ -124,6 +124,9 @@ def request(kind: str, key: str, argv: list[str]) -> bytes:
         [
             kind,
             key,
+            # The entry of the import path the server leaves out (the script's directory,
+            # or ``-m``'s working directory): the worker's path is then this process's.
+            sys.path[0] if sys.path else "",
             str(umask),
             # How this interpreter opened its standard streams (a terminal's stdout is line
             # buffered; PYTHONUNBUFFERED's not buffered): the worker opens them the same way.

@@ -78,6 +78,7 @@ class Request:
 
     kind: str  # run: the command line's; hatch: the Hatch target's
     key: str
+    path0: str  # the client's first import path entry
     umask: int
     encoding: str
     errors: str
@@ -88,11 +89,12 @@ class Request:
 
     @classmethod
     def parse(cls, message: bytes) -> Request:
-        kind, key, umask, encoding, errors, buffering, count, *rest = client.decode(message)
+        kind, key, path0, umask, encoding, errors, buffering, count, *rest = client.decode(message)
         argv, env = rest[: int(count)], rest[int(count) :]
         return cls(
             kind=kind,
             key=key,
+            path0=path0,
             umask=int(umask),
             encoding=encoding,
             errors=errors,
@@ -335,6 +337,7 @@ def _work(
         time.tzset()
         tempfile.tempdir = None  # gettempdir() reads this command's TMPDIR
         sys.argv = ["buildpacks", *request.argv]
+        sys.path.insert(0, request.path0)  # the client's whole import path, as in-process
         _take_streams(request)
         conn.settimeout(None)
         threading.Thread(target=_watch, args=(conn, finished), daemon=True).start()

@@ -12,6 +12,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,21 @@ def _build(project: Path, env: dict[str, str]) -> subprocess.CompletedProcess[st
         [str(testbed.BIN / "buildpacks"), "build", str(project)],
         env=env, capture_output=True, text=True, umask=0o027,
     )  # fmt: skip
+
+
+def test_a_worker_has_the_import_path_of_its_client(hatch_env, tmp_path, runtime):
+    """The up-to-date check keys on the code that builds, the import path among it: an edit
+    built in the server after a build on its own patches the last wheel, as on its own."""
+    env = {**hatch_env, "XDG_RUNTIME_DIR": str(runtime)}
+    project = testbed.copy_example(tmp_path / "example")
+    first = testbed.cli("build", str(project), env={**env, client.SWITCH: "0"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    start(env)
+    source = project / "src/example_service/server.py"
+    source.write_text(source.read_text() + "# edited\n")
+    edited = testbed.cli("build", str(project), env=env)
+    assert "Building the wheel from the last one" in edited.stdout, edited.stdout
+    assert commands(env) == 1
 
 
 def test_each_command_gets_its_own_directory_environment_and_status(base_image, tmp_path, runtime):
@@ -265,6 +281,7 @@ def test_a_request_reads_back_as_it_was_sent():
         os.environ.update(saved)
     request = server.Request.parse(message)
     assert (request.kind, request.key, request.argv, request.env) == ("hatch", "the key", argv, env)
+    assert request.path0 == sys.path[0]
     umask = os.umask(0)
     os.umask(umask)
     assert request.umask == umask
