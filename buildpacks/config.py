@@ -266,7 +266,8 @@ def _suggest(key: str) -> str:
 
 
 # BP_* variables read elsewhere than OPTIONS (registry credentials, by oci.auth).
-OTHER_ENV = ("BP_REGISTRY_USERNAME", "BP_REGISTRY_PASSWORD")
+# Ours, but no setting of a build: credentials, and where and how a command runs.
+OTHER_ENV = ("BP_REGISTRY_USERNAME", "BP_REGISTRY_PASSWORD", "BP_SERVER", "BP_DEBUG")
 
 
 def misspelled_env(env: Mapping[str, str]) -> list[str]:

@@ -79,6 +79,9 @@ ENV_NAMES = frozenset(
     }
 )
 CREDENTIALS = frozenset({"BP_REGISTRY_USERNAME", "BP_REGISTRY_PASSWORD"})
+# Where the build runs (the build server or its own process) and how a failure is told
+# change nothing it makes.
+NOT_INPUTS = CREDENTIALS | {"BP_SERVER", "BP_DEBUG"}
 CODE = Path(__file__).resolve().parent
 # Files changed this close before a fingerprint is taken are also compared by content: the
 # coarsest modification times in use (FAT, some network file systems) tick every 2 s.
@@ -231,7 +234,7 @@ def environment(env: Mapping[str, str]) -> dict[str, str]:
     return {
         name: hashlib.sha256(value.encode()).hexdigest()
         for name, value in sorted(env.items())
-        if (name.startswith(ENV_PREFIXES) or name in ENV_NAMES) and name not in CREDENTIALS
+        if (name.startswith(ENV_PREFIXES) or name in ENV_NAMES) and name not in NOT_INPUTS
     }
 
 

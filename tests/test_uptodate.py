@@ -151,6 +151,8 @@ def test_a_new_environment_changes_it(project, tmp_path, monkeypatch):
 def test_environment_variables_a_build_reads_count_others_do_not(project):
     before = fp(project)
     assert fp(project, {**ENV, "TERM": "dumb", "SHLVL": "3"}) == before
+    # Where the build runs and how a failure is told make nothing different.
+    assert fp(project, {**ENV, "BP_SERVER": "0", "BP_DEBUG": "1"}) == before
     for name, value in [
         ("BP_PUBLISH", "true"),
         ("BP_BASE_IMAGE", "oci-layout:/other"),
