@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from hatchling.builders.config import env_var_enabled
 from hatchling.builders.constants import BuildEnvVars
 from hatchling.builders.plugin.interface import BuilderInterface
-from hatchling.builders.wheel import WheelBuilder
 
-from buildpacks import client, uptodate
-from buildpacks.cachedir import cache_dir
+from buildpacks import client
 
+# Imported where used: a build sent to the build server needs none of them in this process.
 if TYPE_CHECKING:
+    from hatchling.builders.wheel import WheelBuilder
+
+    from buildpacks import uptodate
     from buildpacks.project import Project
 
 HATCH_FLAGS = ("hooks_only", "clean", "clean_hooks_after", "clean_only")
@@ -80,6 +82,8 @@ class ImageBuilder(BuilderInterface):
         self, *, directory: str | None = None, **options: Any
     ) -> Generator[str, None, None]:
         """hatchling's build, skipped when the image is up to date."""
+        from buildpacks import uptodate
+
         self._fingerprint = None
         if not any(options.get(f) for f in HATCH_FLAGS):
             out = Path(self._directory(directory))
@@ -93,6 +97,8 @@ class ImageBuilder(BuilderInterface):
 
     def _take(self) -> uptodate.Fingerprint:
         """The fingerprint of this build's inputs as hatchling's wheel builder sees them."""
+        from buildpacks import uptodate
+
         return uptodate.fingerprint(
             Path(self.root), os.environ, self.wheel_inputs(), code=[Path(__file__).parent]
         )
@@ -114,6 +120,8 @@ class ImageBuilder(BuilderInterface):
         data and scripts, extra metadata, license and SBOM files, and the core metadata it
         writes (the version source run: a version read from outside the project, from the
         environment or from git is part of it)."""
+        from buildpacks import uptodate
+
         # The build reads the version first (``project``); hatchling writes "Dynamic:
         # Version" into METADATA only when the metadata is constructed before that read, so
         # the check reads it first too, or it would change the wheel it describes.
@@ -225,7 +233,7 @@ class ImageBuilder(BuilderInterface):
         )
 
     def _build(self, directory: Path) -> Path:
-        from buildpacks import wheelpatch
+        from buildpacks import uptodate, wheelpatch
         from buildpacks.cachedir import work_dir
         from buildpacks.lifecycle import analyze, build_image
         from buildpacks.lifecycle.export import archive_path
@@ -260,6 +268,8 @@ class ImageBuilder(BuilderInterface):
     @cached_property
     def _wheel_builder(self) -> WheelBuilder:
         """hatchling's wheel builder for this project, sharing its metadata."""
+        from hatchling.builders.wheel import WheelBuilder
+
         return WheelBuilder(
             self.root, plugin_manager=self.plugin_manager, metadata=self.metadata, app=self.app
         )
@@ -273,6 +283,9 @@ class ImageBuilder(BuilderInterface):
         return self.config.directory
 
     def _record_file(self, directory: Path) -> Path:
+        from buildpacks import uptodate
+        from buildpacks.cachedir import cache_dir
+
         tool = self.metadata.config.get("tool", {}).get("buildpacks", {})
         configured = os.environ.get("BP_CACHE_DIR") or tool.get("cache-dir")
         if not isinstance(configured, str | None):
