@@ -67,8 +67,9 @@ LAZY = (
     "hatchling.utils.context",
     "trove_classifiers",
 )
-# How often an idle server checks that its socket is still there and that it is not idle
-# for too long: one removed with its directory stops within this time.
+# How often an idle server checks that its socket is still there, that its modules are
+# (an environment deleted) and that it is not idle for too long: a server without a socket or
+# an environment stops within this time.
 CHECK_SECONDS = 60
 MAX_REQUEST = 1 << 20  # bytes; the client's environment and arguments
 COMMANDS = ("run", "hatch")  # the command line's command; the Hatch target's build
@@ -247,6 +248,9 @@ def _loop(
         except TimeoutError:
             if not _owns(*bound):
                 _log("the socket was removed (its directory cleaned?): stopping")
+                return
+            if snapshot(paths) != known:  # e.g. its environment deleted: nothing to serve
+                _log("a module or the import path changed: stopping")
                 return
             if time.monotonic() - last >= client.IDLE_SECONDS:
                 _log(f"idle for {client.IDLE_SECONDS} s: stopping")
