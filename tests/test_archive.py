@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -103,9 +104,7 @@ def test_other_tools_read_the_archive(image, tmp_path):
             check=True,
         )
         assert json.loads(out.stdout)["Layers"] == [digest]
-    layout = tmp_path / "layout"
-    layout.mkdir()
-    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    layout = unpacked(archive, tmp_path / "layout")
     subprocess.run(
         ["oci-image-tool", "validate", "--type", "image", "--ref", "name=app:1", str(layout)],
         check=True,
@@ -148,13 +147,18 @@ def test_bases_from_each_transport_round_trip(image, tmp_path):
         assert all(layer.path.is_file() for layer in base.layers)
 
 
+def unpacked(archive: Path, layout: Path) -> Path:
+    """``archive`` extracted by ``tar`` into the directory ``layout``: an OCI layout."""
+    layout.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    return layout
+
+
 def test_corrupt_blob_in_a_layout_is_refused(image, tmp_path):
     img, _ = image
     archive = tmp_path / "img.tar"
     write_archive(img, archive, "app:1", 0)
-    layout = tmp_path / "layout"
-    layout.mkdir()
-    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    layout = unpacked(archive, tmp_path / "layout")
     blob = layout / "blobs" / "sha256" / img.layers[0].digest.split(":")[1]
     blob.write_bytes(blob.read_bytes()[:-5] + b"XXXXX")
     with pytest.raises(BuildError, match="does not match"):
@@ -190,9 +194,7 @@ def test_a_damaged_manifest_or_config_in_a_layout_is_refused(
     img, _ = image
     archive = tmp_path / "img.tar"
     write_archive(img, archive, "app:1", 0)
-    layout = tmp_path / "layout"
-    layout.mkdir()
-    subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True)
+    layout = unpacked(archive, tmp_path / "layout")
     digest = img.digest() if blob == "manifest" else img.config_descriptor().digest
     path = layout / "blobs" / "sha256" / digest.split(":")[1]
     if damage == "removed":
