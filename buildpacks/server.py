@@ -188,9 +188,9 @@ def serve(directory: str, key: str) -> None:
             return
         paths = list(_files())
         known = snapshot(paths)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         if _answers(path):
             return  # a server for a key with the same checksum: the clients use that one
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a socket left by a server that was killed
         listener.bind(path)
@@ -249,8 +249,7 @@ def _loop(
             if not _owns(*bound):
                 _log("the socket was removed (its directory cleaned?): stopping")
                 return
-            if snapshot(paths) != known:  # e.g. its environment deleted: nothing to serve
-                _log("a module or the import path changed: stopping")
+            if _changed(paths, known):  # e.g. its environment deleted: nothing to serve
                 return
             if time.monotonic() - last >= client.IDLE_SECONDS:
                 _log(f"idle for {client.IDLE_SECONDS} s: stopping")
@@ -263,9 +262,8 @@ def _loop(
                 conn.settimeout(5)
                 message, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 4)
                 kind = _kind(message) if _peer_is_us(conn) else "stranger"
-                if kind in COMMANDS and snapshot(paths) != known:
+                if kind in COMMANDS and _changed(paths, known):
                     # Checked first: a client of changed code may send a changed request.
-                    _log("a module or the import path changed: stopping")
                     listener.close()  # no new client reaches this server
                     conn.send(b"stale")
                     return
@@ -290,6 +288,15 @@ def _loop(
                     os.close(fd)
 
 
+def _changed(paths: list[str], known: Stats) -> bool:
+    """Whether a file of its modules or a directory of its import path changed since the
+    server started (said in its log: the server stops)."""
+    if snapshot(paths) == known:
+        return False
+    _log("a module or the import path changed: stopping")
+    return True
+
+
 def _peer_is_us(conn: socket.socket) -> bool:
     """Whether the client runs as this user (the directory is private; this is the lock's
     second key)."""
@@ -306,14 +313,22 @@ def control(action: str) -> str:
     """``buildpacks server status`` and ``stop``: what this environment's server says."""
     directory = client.runtime_dir()
     path = client.address(directory, client.identity(sys.path[1:])) if directory else ""
+    reply = ask(path, action.encode())
+    if reply is None:
+        return "no build server is running for this Python environment"
+    return f"build server {path}: {reply}"
+
+
+def ask(path: str, action: bytes) -> str | None:
+    """The answer of the server at ``path`` to ``status`` or ``stop``; None when none
+    listens there."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         try:
             sock.connect(path)
-            sock.send(action.encode())
-            reply = sock.recv(256).decode()
+            sock.send(action)
+            return sock.recv(256).decode()
         except OSError:
-            return "no build server is running for this Python environment"
-    return f"build server {path}: {reply}"
+            return None
 
 
 def _fork(conn: socket.socket, listener: socket.socket, request: Request, fds: list[int]) -> None:
@@ -365,18 +380,18 @@ def _work(
 
 def _take_streams(request: Request) -> None:
     """The client's streams as this process's, opened as its interpreter opened them."""
-    sys.stdin = sys.__stdin__ = _stream(0, "r", request.encoding, request.errors, request)
-    sys.stdout = sys.__stdout__ = _stream(1, "w", request.encoding, request.errors, request)
-    sys.stderr = sys.__stderr__ = _stream(2, "w", request.encoding, "backslashreplace", request)
+    sys.stdin = sys.__stdin__ = _stream(0, "r", request.errors, request)
+    sys.stdout = sys.__stdout__ = _stream(1, "w", request.errors, request)
+    sys.stderr = sys.__stderr__ = _stream(2, "w", "backslashreplace", request)
 
 
-def _stream(fd: int, mode: str, encoding: str, errors: str, request: Request) -> io.TextIOWrapper:
+def _stream(fd: int, mode: str, errors: str, request: Request) -> io.TextIOWrapper:
     raw = io.FileIO(fd, mode, closefd=False)
     unbuffered = request.write_through and mode == "w"
     binary = raw if unbuffered else (io.BufferedReader if mode == "r" else io.BufferedWriter)(raw)
     return io.TextIOWrapper(
         binary,  # type: ignore[arg-type]
-        encoding,
+        request.encoding,
         errors,
         line_buffering=mode == "w" and (request.line_buffering or fd == 2),
         write_through=unbuffered,

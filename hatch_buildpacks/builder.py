@@ -59,9 +59,9 @@ class ImageBuilder(BuilderInterface):
         this same build, the error line and the exit status included), else here; a subclass
         (which the worker would not make) always builds here."""
         artifacts: list[str] = []
-        asked = json.dumps({"directory": directory, **options})
         status = None
         if type(self) is ImageBuilder:
+            asked = json.dumps({"directory": directory, **options})
             status = client.run_on_server([asked], kind="hatch", results=artifacts)
         if status is not None:
             if status != 0:

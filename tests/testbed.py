@@ -554,16 +554,10 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def ask_build_servers(directory: Path, what: bytes) -> list[str]:
     """What each build server of ``directory`` answers to ``status`` or ``stop``."""
-    answers = []
-    for path in directory.glob("server-*.sock"):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
-            try:
-                sock.connect(str(path))
-                sock.send(what)
-                answers.append(sock.recv(256).decode())
-            except OSError:
-                continue
-    return answers
+    from buildpacks import server
+
+    answers = (server.ask(str(path), what) for path in directory.glob("server-*.sock"))
+    return [answer for answer in answers if answer is not None]
 
 
 def stop_build_servers(directory: Path | None = None) -> None:
